@@ -1,0 +1,42 @@
+# The two commands: `make run` (serve the whole product) and `make test` (the whole suite).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+ADDR ?= 127.0.0.1:8000
+
+.PHONY: run test lint format install
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+# A local .env with a random SECRET_KEY and admin password, made once.
+.env:
+	@$(PYTHON) -c "import secrets; t = secrets.token_urlsafe; \
+	print('# Made by make run for local development; every variable is in .env.example.'); \
+	print('DEBUG=true'); print('SECRET_KEY=' + t(50)); print('DJANGO_SUPERUSER_PASSWORD=' + t(12))" > $@
+	@echo "Wrote .env (local development settings)."
+
+run: install .env
+	$(PY) manage.py migrate --noinput
+	@$(PY) manage.py shell -c "import os; from django.contrib.auth import get_user_model as U; \
+	U().objects.filter(username='admin').exists() or \
+	U().objects.create_superuser('admin', '', os.environ['DJANGO_SUPERUSER_PASSWORD'])"
+	@echo ""
+	@echo "  Sign in at http://$(ADDR)/admin/ as admin, password: $$(sed -n 's/^DJANGO_SUPERUSER_PASSWORD=//p' .env)"
+	@echo ""
+	$(PY) manage.py runserver $(ADDR)
+
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .

@@ -1,0 +1,214 @@
+from contextlib import suppress
+
+from django.contrib import admin, messages
+from django.contrib.admin.options import IS_POPUP_VAR
+from django.contrib.admin.views.main import ChangeList
+from django.shortcuts import redirect
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+
+from .forms import BlastCreateForm
+from .models import Blast, BlastRecipient, StatusHistory
+from .recipients import normalize_phone
+from .selectors import blast_funnel, blast_funnels
+from .services import blast_create, recipient_advance
+
+admin.site.site_header = "WhatsApp blasts"
+admin.site.site_title = "WhatsApp blasts"
+admin.site.index_title = "Blasts, recipients and their history"
+
+Status = BlastRecipient.Status
+STAGES = ["sent", "received", "read", "replied", "closed"]
+
+
+class BlastChangeList(ChangeList):
+    def get_results(self, request):
+        super().get_results(request)
+        # One query for the whole page instead of one per row.
+        funnels = blast_funnels(blast.pk for blast in self.result_list)
+        for blast in self.result_list:
+            blast.funnel = funnels[blast.pk]
+
+
+def _stage_column(stage):
+    @admin.display(description=stage)
+    def column(self, blast):
+        return getattr(blast.funnel, stage)
+
+    return column
+
+
+@admin.register(Blast)
+class BlastAdmin(admin.ModelAdmin):
+    list_display = ["tag", "follow_up_stage", "state", "created_at", "recipients", *STAGES]
+    list_filter = ["created_at", "tag", "follow_up_stage", "state"]
+    date_hierarchy = "created_at"
+    search_fields = ["tag", "message"]
+    raw_id_fields = ["parent"]
+    create_fieldsets = [
+        (None, {"fields": BlastCreateForm.Meta.fields}),
+        ("Recipients", {"fields": ["recipients_text", "recipients_file"]}),
+    ]
+    funnel_fields = ["funnel_table", "stuck_table", "recipients_link"]
+    lifecycle_fields = ["state", "state_reason", "created_by", "created_at", "started_at", "finished_at"]
+    fieldsets = [
+        (None, {"fields": BlastCreateForm.Meta.fields}),
+        ("Funnel", {"fields": funnel_fields}),
+        ("Lifecycle", {"fields": lifecycle_fields}),
+    ]
+
+    sent, received, read, replied, closed = (_stage_column(stage) for stage in STAGES)
+
+    def get_changelist(self, request, **kwargs):
+        return BlastChangeList
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = BlastCreateForm
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_fieldsets(self, request, obj=None):
+        return self.create_fieldsets if obj is None else self.fieldsets
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return []
+        frozen = [] if obj.state == Blast.State.DRAFT else ["message", "device", "scheduled_at", "parent"]
+        return frozen + self.funnel_fields + self.lifecycle_fields
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        created = blast_create(
+            **{name: form.cleaned_data[name] for name in BlastCreateForm.Meta.fields},
+            recipients=form.parsed,
+            created_by=request.user,
+        )
+        obj.pk = created.blast.pk
+        obj.refresh_from_db()
+        messages.info(request, f"{created.created} recipients added, {created.duplicates} duplicates dropped")
+
+    def response_add(self, request, obj, post_url_continue=None):
+        response = super().response_add(request, obj, post_url_continue)
+        if "_addanother" in request.POST or IS_POPUP_VAR in request.POST:
+            return response
+        return redirect("admin:blasts_blast_change", obj.pk)  # to its funnel, not back to the list
+
+    @admin.display(description="recipients")
+    def recipients(self, blast):
+        return blast.funnel.total
+
+    @admin.display(description="funnel")
+    def funnel_table(self, blast):
+        funnel = blast_funnel(blast.pk)
+        rows = [(stage.title(), getattr(funnel, stage)) for stage in STAGES]
+        rows += [
+            ("Not sent yet", funnel.not_sent),
+            ("Failed", funnel.failed),
+            ("Unknown", funnel.unknown),
+            ("Skipped", funnel.skipped),
+        ]
+        return _table(rows)
+
+    @admin.display(description="stuck at (current status)")
+    def stuck_table(self, blast):
+        return _table((status.label, n) for status, n in blast_funnel(blast.pk).stuck())
+
+    @admin.display(description="recipients")
+    def recipients_link(self, blast):
+        url = reverse("admin:blasts_blastrecipient_changelist") + f"?blast__id__exact={blast.pk}"
+        return format_html('<a href="{}">See the recipients</a>', url)
+
+
+def _table(rows):
+    body = format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows)
+    return format_html("<table>{}</table>", body)
+
+
+class StatusHistoryInline(admin.TabularInline):
+    model = StatusHistory
+    fields = ["from_status", "to_status", "source", "occurred_at", "recorded_at", "actor", "raw"]
+    readonly_fields = fields
+    can_delete = False
+    extra = 0
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("actor")
+
+
+@admin.register(BlastRecipient)
+class BlastRecipientAdmin(admin.ModelAdmin):
+    list_display = ["phone", "name", "blast", "status", "message_id", "status_changed_at"]
+    list_filter = ["status", "blast__tag", "blast__follow_up_stage"]
+    list_select_related = ["blast"]
+    search_fields = ["phone", "name", "message_id"]
+    readonly_fields = [
+        "blast",
+        "phone",
+        "message_id",
+        "status",
+        "status_changed_at",
+        "sent_at",
+        "server_ack_at",
+        "delivered_at",
+        "read_at",
+        "replied_at",
+        "closed_at",
+        "failed_at",
+        "failure_reason",
+        "send_response",
+    ]
+    inlines = [StatusHistoryInline]
+    actions = ["mark_replied", "mark_closed"]
+
+    def has_add_permission(self, request):
+        return False  # recipients are added with their blast
+
+    def get_search_results(self, request, queryset, search_term):
+        with suppress(ValueError):  # "012-345 6789" finds +60123456789
+            search_term = normalize_phone(search_term)
+        return super().get_search_results(request, queryset, search_term)
+
+    def _mark(self, request, queryset, status):
+        pks = list(queryset.values_list("pk", flat=True))
+        manual = StatusHistory.Source.MANUAL
+        changed = sum(
+            recipient_advance(recipient=pk, status=status, source=manual, actor=request.user) for pk in pks
+        )
+        unchanged = len(pks) - changed
+        self.message_user(
+            request,
+            f"Marked {changed} {status.label.lower()}; {unchanged} were there or past it already.",
+            messages.SUCCESS,
+        )
+
+    @admin.action(description="Mark selected recipients replied")
+    def mark_replied(self, request, queryset):
+        self._mark(request, queryset, Status.REPLIED)
+
+    @admin.action(description="Mark selected recipients closed (sale made)")
+    def mark_closed(self, request, queryset):
+        self._mark(request, queryset, Status.CLOSED)
+
+
+@admin.register(StatusHistory)
+class StatusHistoryAdmin(admin.ModelAdmin):
+    list_display = ["recipient", "from_status", "to_status", "source", "occurred_at", "recorded_at", "actor"]
+    list_filter = ["source", "to_status"]
+    list_select_related = ["recipient", "actor"]
+    search_fields = ["recipient__phone", "recipient__message_id"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class BlastsConfig(AppConfig):
+    name = "blasts"
+    verbose_name = "WhatsApp blasts"

@@ -1,0 +1,56 @@
+from django import forms
+from django.conf import settings
+
+from .models import Blast
+from .recipients import ParsedRecipients, parse_recipients, rows_from_text
+
+CSV_MAX_BYTES = 2 * 1024 * 1024
+
+
+class BlastCreateForm(forms.ModelForm):
+    """A new blast with its recipients pasted (`phone` or `phone,name` per line) or uploaded as CSV."""
+
+    recipients_text = forms.CharField(
+        label="Recipients",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 10, "placeholder": "+60123456789,Aisyah\n0198765432"}),
+        help_text="One per line: phone, or phone,name. Local numbers are read as Malaysian.",
+    )
+    recipients_file = forms.FileField(
+        label="…or a CSV file",
+        required=False,
+        help_text="Columns phone,name; a header row is optional.",
+    )
+
+    class Meta:
+        model = Blast
+        fields = ["tag", "follow_up_stage", "message", "device", "scheduled_at", "parent"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["device"].initial = settings.WSAPME_DEVICE
+        self.parsed = ParsedRecipients()
+
+    def clean_recipients_file(self):
+        upload = self.cleaned_data["recipients_file"]
+        if upload is None:
+            return ""
+        if upload.size > CSV_MAX_BYTES:
+            raise forms.ValidationError(f"The file is larger than {CSV_MAX_BYTES // 1024 // 1024} MB.")
+        try:
+            return upload.read().decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise forms.ValidationError("The file is not UTF-8 text; save it as 'CSV UTF-8'.") from None
+
+    def clean(self):
+        cleaned = super().clean()
+        if "recipients_file" not in cleaned:  # the file itself was rejected
+            return cleaned
+        rows = rows_from_text(cleaned.get("recipients_text", "")) + rows_from_text(
+            cleaned["recipients_file"], label="CSV line"
+        )
+        self.parsed = parse_recipients(rows)
+        only_file = cleaned["recipients_file"] and not cleaned.get("recipients_text")
+        for error in self.parsed.errors:
+            self.add_error("recipients_file" if only_file else "recipients_text", error)
+        return cleaned

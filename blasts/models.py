@@ -1,0 +1,136 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+
+
+class Blast(models.Model):
+    """One message sent to a list of recipients through one WSAPME device."""
+
+    class State(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        QUEUED = "queued", "Queued"
+        SENDING = "sending", "Sending"
+        PAUSED = "paused", "Paused"
+        COMPLETED = "completed", "Completed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    tag = models.CharField(max_length=100, help_text="Campaign name, e.g. 'Product Launch'.")
+    follow_up_stage = models.CharField(
+        max_length=50, default="Initial", help_text="'Initial', 'Follow-up 1', ..."
+    )
+    message = models.TextField()
+    device = models.CharField(max_length=32, help_text="WSAPME device id that sends the blast.")
+    scheduled_at = models.DateTimeField(null=True, blank=True, help_text="Send no earlier than this.")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.DRAFT)
+    state_reason = models.CharField(
+        max_length=255, blank=True, help_text="Why the blast is paused or cancelled."
+    )
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="follow_ups"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["tag"]),
+            models.Index(fields=["follow_up_stage"]),
+            models.Index(fields=["state"]),
+        ]
+
+    def __str__(self):
+        return f"{self.tag} · {self.follow_up_stage} · {self.created_at:%Y-%m-%d}"
+
+
+class BlastRecipient(models.Model):
+    """One phone number in one blast, and where it stands in the funnel."""
+
+    class Status(models.IntegerChoices):
+        # Off the ladder: never counted as sent.
+        SKIPPED = -30, "Skipped"
+        FAILED = -20, "Failed"
+        UNKNOWN = -10, "Unknown"
+        # Not sent yet.
+        QUEUED = 10, "Queued"
+        SENDING = 15, "Sending"
+        # The ladder: forward means greater, so funnel counts are status__gte=.
+        PENDING = 20, "Pending"
+        SERVER_ACK = 30, "Server ack"
+        DELIVERY_ACK = 40, "Delivered"
+        READ_ACK = 50, "Read"
+        REPLIED = 60, "Replied"
+        CLOSED = 70, "Closed"
+
+    blast = models.ForeignKey(Blast, on_delete=models.CASCADE, related_name="recipients")
+    phone = models.CharField(max_length=16, help_text="E.164, e.g. +60123456789.")
+    name = models.CharField(max_length=100, blank=True)
+    message_id = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    status = models.SmallIntegerField(choices=Status.choices, default=Status.QUEUED)
+    status_changed_at = models.DateTimeField(default=timezone.now)
+    # The first time each stage was reached (gateway time when it gave one).
+    sent_at = models.DateTimeField(null=True, blank=True)
+    server_ack_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+    replied_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    failure_reason = models.TextField(blank=True)
+    send_response = models.JSONField(null=True, blank=True, help_text="Raw WSAPME send answer.")
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["blast", "phone"], name="recipient_unique_phone_per_blast"),
+        ]
+        indexes = [models.Index(fields=["blast", "status"], name="recipient_blast_status")]
+
+    def __str__(self):
+        return f"{self.name} {self.phone}".strip()
+
+
+class StatusHistory(models.Model):
+    """Append-only audit log: one row per applied status change, never updated.
+
+    from_status/to_status: the recipient's status before and after the change.
+    source: which path applied it (send, webhook, poll, inferred, manual).
+    occurred_at: when the gateway says it happened (null when the payload had no time).
+    recorded_at: when we applied it.
+    actor: the staff user behind a manual change.
+    raw: the payload (or the operator's note) that caused the change, as received.
+    """
+
+    class Source(models.TextChoices):
+        SEND = "send", "Send"
+        WEBHOOK = "webhook", "Webhook"
+        POLL = "poll", "Poll"
+        INFERRED = "inferred", "Inferred"
+        MANUAL = "manual", "Manual"
+
+    recipient = models.ForeignKey(BlastRecipient, on_delete=models.CASCADE, related_name="history")
+    from_status = models.SmallIntegerField(choices=BlastRecipient.Status.choices)
+    to_status = models.SmallIntegerField(choices=BlastRecipient.Status.choices)
+    source = models.CharField(max_length=10, choices=Source.choices)
+    occurred_at = models.DateTimeField(null=True, blank=True)
+    recorded_at = models.DateTimeField(default=timezone.now)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    raw = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["recorded_at", "id"]
+        verbose_name_plural = "status history"
+        indexes = [models.Index(fields=["recipient", "recorded_at"], name="history_recipient_time")]
+        constraints = [
+            models.CheckConstraint(condition=~Q(from_status=F("to_status")), name="history_is_a_change"),
+        ]
+
+    def __str__(self):
+        return f"{self.get_from_status_display()} → {self.get_to_status_display()} ({self.source})"

@@ -1,0 +1,94 @@
+"""The gateway's status vocabulary and the forward-only rule of the status ledger.
+
+Payloads may carry WhatsApp Web's names or its numbers (ERROR=0 ... PLAYED=5); WSAPME
+writes read as READ_ACK. REPLIED and CLOSED are ours (a reply arrives, a sale is made).
+"""
+
+import logging
+
+from .models import BlastRecipient
+
+Status = BlastRecipient.Status
+log = logging.getLogger(__name__)
+
+GATEWAY_STATUSES: dict[str, Status] = {
+    "ERROR": Status.FAILED,
+    "0": Status.FAILED,
+    "PENDING": Status.PENDING,
+    "1": Status.PENDING,
+    "SERVER_ACK": Status.SERVER_ACK,
+    "2": Status.SERVER_ACK,
+    "DELIVERY_ACK": Status.DELIVERY_ACK,
+    "3": Status.DELIVERY_ACK,
+    "READ": Status.READ_ACK,
+    "READ_ACK": Status.READ_ACK,
+    "4": Status.READ_ACK,
+    # A played voice or video message was at least read; text blasts rarely see it.
+    "PLAYED": Status.READ_ACK,
+    "5": Status.READ_ACK,
+    "REPLIED": Status.REPLIED,
+    "CLOSED": Status.CLOSED,
+}
+
+
+def status_from_gateway(value: object) -> Status | None:
+    """Map a gateway status (name or number, any case) to ours; None for a value we do not know."""
+    if isinstance(value, bool):  # bool is an int: True would read as "1"
+        value = None
+    status = GATEWAY_STATUSES.get(str(value).strip().upper())
+    if status is None:
+        log.warning("unknown gateway status %r ignored", str(value)[:40])
+    return status
+
+
+# Statuses off the ladder, and the statuses each may be entered from.
+_ENTERED_FROM: dict[Status, frozenset[Status]] = {
+    Status.SENDING: frozenset({Status.QUEUED}),
+    Status.UNKNOWN: frozenset({Status.SENDING}),
+    Status.SKIPPED: frozenset({Status.QUEUED}),
+    # ERROR after DELIVERY_ACK is ignored: the phone had the message, so the
+    # error cannot undo that, and the funnel never loses a received recipient.
+    Status.FAILED: frozenset(
+        {Status.QUEUED, Status.SENDING, Status.UNKNOWN, Status.PENDING, Status.SERVER_ACK}
+    ),
+}
+
+
+def can_move(current: int, new: int) -> bool:
+    """Whether the ledger applies `new` to a recipient now at `current`.
+
+    On the ladder (PENDING and up) a status only moves to a greater one. A FAILED
+    recipient moves again only on proof of delivery (DELIVERY_ACK or later), so the
+    final status never depends on the order in which an ERROR and the acks arrive.
+    A SKIPPED recipient was never sent and stays skipped.
+    """
+    if new >= Status.PENDING:
+        if current == Status.SKIPPED:
+            return False
+        if current == Status.FAILED:
+            return new >= Status.DELIVERY_ACK
+        return current < new
+    return current in _ENTERED_FROM.get(new, ())
+
+
+# The time field each ladder stage sets the first time it (or a later stage) is reached.
+STAGE_TIME_FIELDS: tuple[tuple[Status, str], ...] = (
+    (Status.PENDING, "sent_at"),
+    (Status.SERVER_ACK, "server_ack_at"),
+    (Status.DELIVERY_ACK, "delivered_at"),
+    (Status.READ_ACK, "read_at"),
+    (Status.REPLIED, "replied_at"),
+    (Status.CLOSED, "closed_at"),
+)
+
+# Funnel order of the statuses a recipient can be stuck at (its current status).
+FUNNEL_ORDER: tuple[Status, ...] = (
+    Status.QUEUED,
+    Status.SENDING,
+    Status.PENDING,
+    Status.SERVER_ACK,
+    Status.DELIVERY_ACK,
+    Status.READ_ACK,
+    Status.REPLIED,
+    Status.CLOSED,
+)

@@ -1,0 +1,60 @@
+import itertools
+
+import pytest
+from django.db import connection
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
+
+from blasts.models import BlastRecipient, StatusHistory
+from blasts.recipients import ParsedRecipients, parse_recipients
+from blasts.services import blast_create, recipient_advance
+
+# Each example makes its own rows, so sharing the test's transaction is safe.
+hypothesis_settings.register_profile(
+    "blasts", deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+hypothesis_settings.load_profile("blasts")
+
+_phone_numbers = itertools.count(1_000_000)
+
+
+def pytest_collection_modifyitems(config, items):
+    if connection.vendor == "postgresql":
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL: run with DATABASE_URL=postgres://...")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
+
+
+def new_phone() -> str:
+    """A valid, never-repeated Malaysian mobile number."""
+    return f"+6012{next(_phone_numbers):07d}"
+
+
+def make_blast(recipients=3, *, tag="Launch", follow_up_stage="Initial", status=None, **fields):
+    """A blast through the real service, optionally advanced to `status` (with history, as sending would)."""
+    rows = [(f"Line {i}", new_phone(), f"Name {i}") for i in range(1, recipients + 1)]
+    parsed = parse_recipients(rows) if recipients else ParsedRecipients()
+    blast = blast_create(
+        tag=tag,
+        follow_up_stage=follow_up_stage,
+        message=fields.pop("message", "Hello {name}"),
+        device=fields.pop("device", "5850"),
+        recipients=parsed,
+        **fields,
+    ).blast
+    if status is not None:
+        for recipient in blast.recipients.all():
+            recipient_advance(recipient=recipient, status=status, source=StatusHistory.Source.SEND)
+    return blast
+
+
+@pytest.fixture
+def blast_factory(db):
+    return make_blast
+
+
+@pytest.fixture
+def recipient(db) -> BlastRecipient:
+    return make_blast(1).recipients.get()
