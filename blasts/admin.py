@@ -16,6 +16,7 @@ from .services import blast_create, recipient_advance
 admin.site.site_header = "WhatsApp blasts"
 admin.site.site_title = "WhatsApp blasts"
 admin.site.index_title = "Blasts, recipients and their history"
+admin.site.enable_nav_sidebar = False  # room for the funnel columns
 
 Status = BlastRecipient.Status
 STAGES = ["sent", "received", "read", "replied", "closed"]
@@ -101,7 +102,8 @@ class BlastAdmin(admin.ModelAdmin):
     @admin.display(description="funnel")
     def funnel_table(self, blast):
         funnel = blast_funnel(blast.pk)
-        rows = [(stage.title(), getattr(funnel, stage)) for stage in STAGES]
+        rows = [(stage.title(), _with_share(getattr(funnel, stage), funnel.sent)) for stage in STAGES[1:]]
+        rows.insert(0, ("Sent", funnel.sent))
         rows += [
             ("Not sent yet", funnel.not_sent),
             ("Failed", funnel.failed),
@@ -118,6 +120,10 @@ class BlastAdmin(admin.ModelAdmin):
     def recipients_link(self, blast):
         url = reverse("admin:blasts_blastrecipient_changelist") + f"?blast__id__exact={blast.pk}"
         return format_html('<a href="{}">See the recipients</a>', url)
+
+
+def _with_share(count, sent):
+    return f"{count} ({count / sent:.0%} of sent)" if sent else count
 
 
 def _table(rows):

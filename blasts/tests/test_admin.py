@@ -147,11 +147,15 @@ def test_blast_list_filters_by_tag_stage_state_and_date(admin_client, blast_fact
 
 
 def test_blast_page_shows_its_funnel_and_where_recipients_are_stuck(admin_client, blast_factory):
-    blast = blast_factory(2, status=Status.SERVER_ACK)
+    blast = blast_factory(4, status=Status.SERVER_ACK)
+    recipient_advance(
+        recipient=blast.recipients.first(), status=Status.READ_ACK, source=StatusHistory.Source.POLL
+    )
     page = admin_client.get(reverse("admin:blasts_blast_change", args=[blast.pk])).content.decode()
-    assert "<tr><th>Sent</th><td>2</td></tr>" in page
-    assert "<tr><th>Received</th><td>0</td></tr>" in page
-    assert "<tr><th>Server ack</th><td>2</td></tr>" in page
+    assert "<tr><th>Sent</th><td>4</td></tr>" in page
+    assert "<tr><th>Received</th><td>1 (25% of sent)</td></tr>" in page
+    assert "<tr><th>Closed</th><td>0 (0% of sent)</td></tr>" in page
+    assert "<tr><th>Server ack</th><td>3</td></tr>" in page
     assert f"?blast__id__exact={blast.pk}" in page
 
 
