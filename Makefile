@@ -1,4 +1,5 @@
 # The two commands: `make run` (serve the whole product) and `make test` (the whole suite).
+# make run starts the processes in Procfile.dev; the sandbox gateway only when no WSAPME_TOKEN is set.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -28,7 +29,8 @@ run: install .env
 	@echo ""
 	@echo "  Sign in at http://$(ADDR)/admin/ as admin, password: $$(sed -n 's/^DJANGO_SUPERUSER_PASSWORD=//p' .env)"
 	@echo ""
-	$(PY) manage.py runserver $(ADDR)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ADDR=$(ADDR) $(VENV)/bin/honcho -f Procfile.dev start $$($(PY) manage.py \
+	shell -v 0 -c "from django.conf import settings; print('web sandbox' if settings.WSAPME_SANDBOX else 'web')")
 
 test: install
 	$(PY) -m pytest

@@ -61,6 +61,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "blasts.context_processors.gateway",
             ],
         },
     },
@@ -121,4 +122,19 @@ LOGGING = {
 # Blasts
 PHONE_DEFAULT_REGION = env.str("PHONE_DEFAULT_REGION", default="MY")
 BLAST_MAX_RECIPIENTS = env.int("BLAST_MAX_RECIPIENTS", default=1000)
-WSAPME_DEVICE = env.str("WSAPME_DEVICE", default="")
+
+# WSAPME. Without a token the product runs in sandbox mode: it talks to the local
+# sandbox gateway (manage.py wsapme_sandbox), and no real WhatsApp message is sent.
+WSAPME_TOKEN = env.str("WSAPME_TOKEN", default="")
+WSAPME_SANDBOX = not WSAPME_TOKEN
+WSAPME_SANDBOX_TOKEN = "sandbox-token"  # what the local sandbox accepts; not a secret
+WSAPME_SANDBOX_PORT = env.int("WSAPME_SANDBOX_PORT", default=8900)
+WSAPME_BASE_URL = env.str(
+    "WSAPME_BASE_URL",
+    default=f"http://127.0.0.1:{WSAPME_SANDBOX_PORT}" if WSAPME_SANDBOX else "https://api.wsapme.com",
+)
+WSAPME_DEVICE = env.str("WSAPME_DEVICE", default="sandbox" if WSAPME_SANDBOX else "")
+# Where the sandbox posts its webhooks: this site's webhook endpoint.
+WSAPME_SANDBOX_WEBHOOK_URL = env.str(
+    "WSAPME_SANDBOX_WEBHOOK_URL", default="http://127.0.0.1:8000/api/webhook/wsapme"
+)

@@ -7,6 +7,7 @@ from hypothesis import settings as hypothesis_settings
 
 from blasts.models import BlastRecipient, StatusHistory
 from blasts.recipients import ParsedRecipients, parse_recipients
+from blasts.sandbox import Sandbox, SandboxConfig
 from blasts.services import blast_create, recipient_advance
 
 # Each example makes its own rows, so sharing the test's transaction is safe.
@@ -58,3 +59,12 @@ def blast_factory(db):
 @pytest.fixture
 def recipient(db) -> BlastRecipient:
     return make_blast(1).recipients.get()
+
+
+@pytest.fixture
+def wsapme_sandbox():
+    """The sandbox gateway on a free port, with a fast timeline (tenths of a second); stopped after."""
+    config = SandboxConfig(server_ack_after=0.05, delivered_after=0.05, read_after=0.05, reply_after=0.05)
+    sandbox = Sandbox(config).start()
+    yield sandbox
+    sandbox.stop()

@@ -1,0 +1,512 @@
+"""A local stand-in for the WSAPME gateway, for the demo, end-to-end tests and benchmarks.
+
+It speaks the shapes in shared/wsapme-api.md, moves each message through its statuses on a
+seeded timeline, posts webhooks (acks and replies) to a configured URL, and has knobs for the
+gateway's bad days. Nothing here reaches a real phone. No ORM: it is a plain HTTP server.
+
+Control API (loopback only, no token): GET /_sandbox/calls, /_sandbox/webhooks,
+/_sandbox/config; POST /_sandbox/config (JSON knobs), /_sandbox/faults, /_sandbox/down,
+/_sandbox/reset.
+"""
+
+import dataclasses
+import heapq
+import itertools
+import json
+import logging
+import random
+import re
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import requests
+
+log = logging.getLogger(__name__)
+
+# Faults that answer without sending, and the ones that send but answer badly.
+NOT_SENT_FAULTS = {"rate_limited", "unavailable", "invalid_number", "unauthorized", "device_offline"}
+SENT_FAULTS = {"not_json", "drop_response", "stall"}
+FAULTS = NOT_SENT_FAULTS | SENT_FAULTS
+FAILURE_MESSAGES = {
+    "invalid_number": "Invalid number: not registered on WhatsApp",
+    "unauthorized": "Unauthorized: invalid token",
+    "device_offline": "Device offline: reconnect the device in the dashboard",
+}
+STATUS_NUMBERS = {"ERROR": 0, "PENDING": 1, "SERVER_ACK": 2, "DELIVERY_ACK": 3, "READ_ACK": 4, "PLAYED": 5}
+ACK_SHAPES = ("nested", "nested_numeric", "flat", "flat_ack")
+REPLIES = (
+    "Hi, interested",
+    "Berapa harga?",
+    "Can you send more details?",
+    "Ok noted, thanks",
+    "Nak tahu lebih lanjut",
+)
+OPT_OUTS = ("STOP", "BERHENTI", "unsubscribe")
+PHONE = re.compile(r"^\+?(\d{8,15})$")
+
+
+@dataclass
+class SandboxConfig:
+    """Every knob. Delays are seconds; each message draws its own between half and 1.5x."""
+
+    token: str = "sandbox-token"
+    seed: int = 0
+    latency: float = 0.0  # added to every API answer
+    # Progression of a message after it is accepted.
+    server_ack_after: float = 1.0
+    delivered_after: float = 3.0
+    read_after: float = 6.0
+    reply_after: float = 12.0
+    p_error: float = 0.02  # WhatsApp refuses it (ERROR instead of SERVER_ACK)
+    p_delivered: float = 0.9
+    p_read: float = 0.75  # of delivered
+    p_receipts_off: float = 0.1  # of read: no READ_ACK is ever sent
+    p_reply: float = 0.35  # of read
+    p_opt_out: float = 0.05  # of replies: the reply is an opt-out word
+    # Webhooks.
+    webhook_url: str = ""
+    webhook_headers: dict = field(default_factory=dict)
+    ack_shapes: tuple = ACK_SHAPES
+    p_duplicate: float = 0.0  # an event is delivered twice
+    shuffle_window: float = 0.0  # each event is delayed by up to this, so events reorder
+    p_early_ack: float = 0.0  # SERVER_ACK is posted before the send answer returns
+    # Faults drawn per call (fault name -> probability), on top of queued ones.
+    fault_rates: dict = field(default_factory=dict)
+    retry_after: float = 1.0  # seconds, for rate_limited and unavailable
+    stall: float = 30.0  # seconds a stalled answer waits
+    p_status_unknown: float = 0.0  # getMessageStatus answers {"success": false, "data": {}}
+
+    def update(self, values: dict) -> None:
+        for key, value in values.items():
+            current = getattr(self, key, None)
+            if not hasattr(self, key):
+                raise ValueError(f"unknown knob {key!r}")
+            if key == "fault_rates" and not set(value) <= FAULTS:
+                raise ValueError(f"fault_rates keys must be among {sorted(FAULTS)}")
+            if isinstance(current, tuple):
+                value = tuple(value)
+            elif isinstance(current, float | int) and not isinstance(current, bool):
+                value = type(current)(value)
+            setattr(self, key, value)
+
+
+@dataclass
+class Message:
+    id: str
+    device: str
+    phone: str  # digits, as WhatsApp's JIDs have them
+    text: str
+    sent_wall: float
+    sent_mono: float
+    nth: int  # how many sends to this number came before
+    timeline: list  # [(seconds after sending, status name)], in order
+    reply: tuple | None  # (seconds after sending, text)
+
+    def status_at(self, mono: float) -> tuple[str, float]:
+        """The newest status reached by `mono`, and its wall time."""
+        status, wall = "PENDING", self.sent_wall
+        for offset, name in self.timeline:
+            if self.sent_mono + offset <= mono:
+                status, wall = name, self.sent_wall + offset
+        return status, wall
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    timeout = 0.05
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "WSAPME-sandbox"
+
+    def do_GET(self):
+        self.server.sandbox.handle(self)
+
+    def do_POST(self):
+        self.server.sandbox.handle(self)
+
+    def log_message(self, format, *args):
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def read_json(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        return json.loads(body or b"{}")
+
+    def answer(self, status: int, body, headers: dict | None = None):
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json" if not isinstance(body, bytes) else "text/html")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class Sandbox:
+    """The gateway: `start()` serves in a background thread, `stop()` ends it."""
+
+    def __init__(self, config: SandboxConfig | None = None, host: str = "127.0.0.1", port: int = 0):
+        self.config = config or SandboxConfig()
+        self.lock = threading.Lock()
+        self.httpd = _Server((host, port), _Handler)
+        self.httpd.sandbox = self
+        self.host, self.port = self.httpd.server_address[:2]
+        self._stopping = threading.Event()
+        self._down_until = 0.0
+        self._threads: list[threading.Thread] = []
+        self._events: list = []  # heap of (due monotonic, seq, payload, message id)
+        self._events_ready = threading.Condition(self.lock)
+        self._seq = itertools.count()
+        self._local = threading.local()  # one HTTP session per thread
+        self.reset()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> "Sandbox":
+        for target in (self._serve, self._deliver_webhooks):
+            thread = threading.Thread(target=target, daemon=True, name=f"sandbox-{target.__name__}")
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._events_ready:
+            self._events_ready.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self.httpd.server_close()
+
+    def serve_forever(self) -> None:
+        self.start()
+        try:
+            while not self._stopping.wait(0.5):
+                pass
+        finally:
+            self.stop()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.calls: list[dict] = []
+            self.deliveries: list[dict] = []
+            self.messages: dict[str, Message] = {}
+            self._sends_per_phone: dict[str, int] = {}
+            self._faults: deque = deque()  # (fault, endpoint)
+            self._events.clear()
+            self._fault_rng = random.Random(self.config.seed)
+
+    def down(self, seconds: float) -> None:
+        """Refuse connections (nothing listens) for `seconds`."""
+        self._down_until = time.monotonic() + seconds
+
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
+            if time.monotonic() < self._down_until:
+                if self.httpd.socket.fileno() != -1:
+                    self.httpd.socket.close()
+                time.sleep(0.01)
+                continue
+            if self.httpd.socket.fileno() == -1:  # back up after being down
+                self.httpd.socket = socket.socket(self.httpd.address_family, self.httpd.socket_type)
+                self.httpd.server_bind()
+                self.httpd.server_activate()
+            self.httpd.handle_request()
+
+    # --- HTTP ------------------------------------------------------------------------------
+
+    def handle(self, request: _Handler) -> None:
+        path = request.path.split("?")[0].rstrip("/")
+        try:
+            body = request.read_json() if request.command == "POST" else {}
+        except (ValueError, UnicodeDecodeError):
+            return request.answer(400, {"success": False, "message": "Invalid JSON body"})
+        if not isinstance(body, dict):
+            return request.answer(400, {"success": False, "message": "Invalid JSON body"})
+        routes = {
+            ("POST", "/v1/sendMessage2"): self._send,
+            ("POST", "/v1/sendMessage"): self._send,
+            ("POST", "/v1/getMessageStatus"): self._status,
+            ("GET", "/_sandbox/calls"): lambda r, b: r.answer(200, {"calls": self._copy(self.calls)}),
+            ("GET", "/_sandbox/webhooks"): lambda r, b: r.answer(
+                200, {"webhooks": self._copy(self.deliveries)}
+            ),
+            ("GET", "/_sandbox/config"): lambda r, b: r.answer(200, dataclasses.asdict(self.config)),
+            ("POST", "/_sandbox/config"): self._configure,
+            ("POST", "/_sandbox/faults"): self._queue_faults,
+            ("POST", "/_sandbox/down"): self._go_down,
+            ("POST", "/_sandbox/reset"): lambda r, b: (self.reset(), r.answer(200, {"reset": True})),
+        }
+        route = routes.get((request.command, path))
+        if route is None:
+            return request.answer(404, {"success": False, "message": f"No route {request.command} {path}"})
+        route(request, body)
+
+    def _copy(self, items: list) -> list:
+        with self.lock:
+            return list(items)
+
+    def _configure(self, request, body):
+        try:
+            with self.lock:
+                self.config.update(body)
+        except (ValueError, TypeError) as exc:
+            return request.answer(400, {"error": str(exc)})
+        request.answer(200, dataclasses.asdict(self.config))
+
+    def _queue_faults(self, request, body):
+        fault, count, endpoint = body.get("fault"), body.get("count", 1), body.get("endpoint", "send")
+        if fault not in FAULTS or endpoint not in {"send", "status"} or not isinstance(count, int):
+            return request.answer(
+                400, {"error": f"fault must be one of {sorted(FAULTS)}, endpoint send or status"}
+            )
+        with self.lock:
+            self._faults.extend([(fault, endpoint)] * count)
+        request.answer(200, {"queued": count})
+
+    def _go_down(self, request, body):
+        request.answer(200, {"down_for": float(body.get("seconds", 1))})
+        self.down(float(body.get("seconds", 1)))
+
+    def _next_fault(self, endpoint: str) -> str | None:
+        with self.lock:
+            for i, (fault, wanted) in enumerate(self._faults):
+                if wanted == endpoint:
+                    del self._faults[i]
+                    return fault
+            if endpoint == "send":
+                for fault, rate in self.config.fault_rates.items():
+                    if self._fault_rng.random() < rate:
+                        return fault
+        return None
+
+    def _not_sent(self, request, fault: str):
+        if fault in ("rate_limited", "unavailable"):
+            code = 429 if fault == "rate_limited" else 503
+            retry = {"Retry-After": f"{self.config.retry_after:g}"}
+            return request.answer(code, {"success": False, "message": "Too many requests"}, retry)
+        request.answer(200, {"success": False, "message": FAILURE_MESSAGES[fault]})
+
+    # --- the gateway -----------------------------------------------------------------------
+
+    def _send(self, request, body):
+        time.sleep(self.config.latency)
+        endpoint = request.path.rstrip("/").rsplit("/", 1)[-1]
+        to, device, text = str(body.get("to", "")), str(body.get("device", "")), body.get("message")
+        match = PHONE.match(to.replace(" ", ""))
+        call = {
+            "endpoint": endpoint,
+            "device": device,
+            "to": to,
+            "phone": match.group(1) if match else to,
+            "message": text,
+            "at": datetime.now(UTC).isoformat(),
+            "message_id": None,
+        }
+        fault = self._next_fault("send")
+        if request.headers.get("x-wsapme-token") != self.config.token:
+            fault = "unauthorized"
+        elif not match or not device or not isinstance(text, str) or not text:
+            fault = fault if fault in ("rate_limited", "unavailable") else "invalid_number"
+        call["outcome"] = fault or "sent"
+        if fault in NOT_SENT_FAULTS:
+            self._record(call)
+            return self._not_sent(request, fault)
+
+        message = self._accept(device, call["phone"], text)
+        call["message_id"] = message.id
+        self._record(call)
+        self._schedule(message, early_ack=self._rng(message, "early").random() < self.config.p_early_ack)
+        if fault == "drop_response":
+            request.close_connection = True  # processed, but the answer never comes
+            return None
+        if fault == "stall":
+            time.sleep(self.config.stall)
+        if fault == "not_json":
+            return request.answer(200, b"<html><body>502 Bad Gateway</body></html>")
+        request.answer(200, self._send_answer(endpoint, message))
+
+    def _record(self, call: dict) -> None:
+        with self.lock:
+            self.calls.append(call)
+
+    def _rng(self, message: Message, purpose: str) -> random.Random:
+        return random.Random(f"{self.config.seed}:{message.phone}:{message.nth}:{purpose}")
+
+    def _accept(self, device: str, phone: str, text: str) -> Message:
+        with self.lock:
+            nth = self._sends_per_phone.get(phone, 0)
+            self._sends_per_phone[phone] = nth + 1
+            config = self.config
+        # The timeline depends on the seed, the number and how often it was sent to: not on
+        # which sender got there first, so runs are reproducible.
+        rng = random.Random(f"{config.seed}:{phone}:{nth}")
+        timeline, reply, at = [], None, 0.0
+
+        def later(mean):
+            nonlocal at
+            at += rng.uniform(0.5, 1.5) * mean
+            return at
+
+        if rng.random() < config.p_error:
+            timeline.append((later(config.server_ack_after), "ERROR"))
+        else:
+            timeline.append((later(config.server_ack_after), "SERVER_ACK"))
+            if rng.random() < config.p_delivered:
+                timeline.append((later(config.delivered_after), "DELIVERY_ACK"))
+                if rng.random() < config.p_read:
+                    read_at = later(config.read_after)
+                    if rng.random() >= config.p_receipts_off:
+                        timeline.append((read_at, "READ_ACK"))
+                    if rng.random() < config.p_reply:
+                        words = OPT_OUTS if rng.random() < config.p_opt_out else REPLIES
+                        reply = (later(config.reply_after), rng.choice(words))
+        message = Message(
+            id="3EB0" + uuid.uuid4().hex[:18].upper(),
+            device=device,
+            phone=phone,
+            text=text,
+            sent_wall=time.time(),
+            sent_mono=time.monotonic(),
+            nth=nth,
+            timeline=timeline,
+            reply=reply,
+        )
+        with self.lock:
+            self.messages[message.id] = message
+        return message
+
+    def _send_answer(self, endpoint: str, message: Message) -> dict:
+        jid = f"{message.phone}@s.whatsapp.net"
+        if endpoint == "sendMessage":  # the older, flat answer
+            return {
+                "messageId": message.id,
+                "id_device": message.device,
+                "jid": jid,
+                "status": "PENDING",
+                "message": message.text,
+            }
+        return {
+            "success": True,
+            "message": "Sent Successfully",
+            "data": {
+                "key": {"remoteJid": jid, "fromMe": True, "id": message.id},
+                "message": {"extendedTextMessage": {"text": message.text, "contextInfo": {"expiration": 0}}},
+                "messageTimestamp": str(int(message.sent_wall)),
+                "status": "PENDING",
+            },
+            "messageId": message.id,
+        }
+
+    def _status(self, request, body):
+        time.sleep(self.config.latency)
+        fault = self._next_fault("status")
+        if request.headers.get("x-wsapme-token") != self.config.token:
+            fault = "unauthorized"
+        if fault in NOT_SENT_FAULTS:
+            return self._not_sent(request, fault)
+        with self.lock:
+            message = self.messages.get(str(body.get("messageId", "")))
+            unknown = self._fault_rng.random() < self.config.p_status_unknown
+        if fault == "not_json":
+            return request.answer(200, b"<html><body>502 Bad Gateway</body></html>")
+        if message is None or unknown:
+            return request.answer(200, {"success": False, "data": {}})
+        status, wall = message.status_at(time.monotonic())
+        found = {"status": status, "messageC2STimestamp": int(wall)}
+        # The shape is not documented: the status has been seen at the top and under data.
+        if self._rng(message, "status-shape").random() < 0.5:
+            answer = {"success": True, "data": {"id": message.id, **found}}
+        else:
+            answer = {"success": True, "id": message.id, **found}
+        request.answer(200, answer)
+
+    # --- webhooks --------------------------------------------------------------------------
+
+    def _ack_payload(self, message: Message, status: str, wall: float, rng: random.Random) -> dict:
+        shape = rng.choice(self.config.ack_shapes)
+        number = STATUS_NUMBERS.get(status, status)
+        if shape in ("nested", "nested_numeric"):
+            return {
+                "key": {"remoteJid": f"{message.phone}@s.whatsapp.net", "fromMe": True, "id": message.id},
+                "status": number if shape == "nested_numeric" else status,
+                "messageTimestamp": str(int(message.sent_wall)),
+                "messageC2STimestamp": str(int(wall)),
+            }
+        if shape == "flat":
+            return {"messageId": message.id, "status": status, "timestamp": int(wall)}
+        return {"id": message.id, "ack": number, "timestamp": int(wall)}
+
+    def _schedule(self, message: Message, *, early_ack: bool) -> None:
+        config = self.config
+        if not config.webhook_url:
+            return
+        rng = self._rng(message, "webhooks")
+        events = []
+        for offset, status in message.timeline:
+            events.append((offset, self._ack_payload(message, status, message.sent_wall + offset, rng)))
+        if message.reply:
+            offset, text = message.reply
+            events.append((offset, self._reply_payload(message, text)))
+        if early_ack:
+            payload = self._ack_payload(message, "SERVER_ACK", message.sent_wall, rng)
+            self._post(payload, message.id)  # before the send answer is written
+        with self._events_ready:
+            for offset, payload in events:
+                copies = 2 if rng.random() < config.p_duplicate else 1
+                for _ in range(copies):
+                    due = message.sent_mono + offset + rng.uniform(0, config.shuffle_window)
+                    heapq.heappush(self._events, (due, next(self._seq), payload, message.id))
+            self._events_ready.notify()
+
+    def _reply_payload(self, message: Message, text: str) -> dict:
+        return {
+            "type": "text",
+            "message": text,
+            "from": f"{message.phone}@c.us",
+            "timestamp": int(message.sent_wall + message.reply[0]),
+            "is_forwarded": False,
+            "is_broadcast": False,
+            "dataReceiver": {"jid": f"{message.device}@s.whatsapp.net", "name": "WSAPME sandbox"},
+        }
+
+    def _deliver_webhooks(self) -> None:
+        while not self._stopping.is_set():
+            with self._events_ready:
+                now = time.monotonic()
+                if not self._events or self._events[0][0] > now:
+                    wait = self._events[0][0] - now if self._events else 0.5
+                    self._events_ready.wait(timeout=min(wait, 0.5))
+                    continue
+                _, _, payload, message_id = heapq.heappop(self._events)
+            self._post(payload, message_id)
+
+    def _post(self, payload: dict, message_id: str) -> None:
+        entry = {"message_id": message_id, "payload": payload, "at": datetime.now(UTC).isoformat()}
+        if not hasattr(self._local, "session"):
+            self._local.session = requests.Session()
+        try:
+            response = self._local.session.post(
+                self.config.webhook_url, json=payload, headers=self.config.webhook_headers, timeout=10
+            )
+            entry["http_status"] = response.status_code
+        except requests.RequestException as exc:
+            entry["error"] = type(exc).__name__
+            log.warning(
+                "sandbox webhook to %s failed: %s", self.config.webhook_url.split("?")[0], type(exc).__name__
+            )
+        with self.lock:
+            self.deliveries.append(entry)
