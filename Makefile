@@ -30,7 +30,7 @@ run: install .env
 	@echo "  Sign in at http://$(ADDR)/admin/ as admin, password: $$(sed -n 's/^DJANGO_SUPERUSER_PASSWORD=//p' .env)"
 	@echo ""
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ADDR=$(ADDR) $(VENV)/bin/honcho -f Procfile.dev start $$($(PY) manage.py \
-	shell -v 0 -c "from django.conf import settings; print('web sandbox' if settings.WSAPME_SANDBOX else 'web')")
+	shell -v 0 -c "from django.conf import settings; print('web worker sandbox' if settings.WSAPME_SANDBOX else 'web worker')")
 
 test: install
 	$(PY) -m pytest

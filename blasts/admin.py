@@ -3,15 +3,27 @@ from contextlib import suppress
 from django.contrib import admin, messages
 from django.contrib.admin.options import IS_POPUP_VAR
 from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import ValidationError
 from django.shortcuts import redirect
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.http import url_has_allowed_host_and_scheme
 
-from .forms import BlastCreateForm
-from .models import Blast, BlastRecipient, StatusHistory
-from .recipients import normalize_phone
-from .selectors import blast_funnel, blast_funnels
-from .services import blast_create, recipient_advance
+from .forms import BlastCreateForm, OptOutForm
+from .models import Blast, BlastRecipient, Device, OptOut, StatusHistory
+from .pacing import Pacing, device_get
+from .recipients import message_render, normalize_phone
+from .selectors import blast_eta, blast_funnel, blast_funnels
+from .services import (
+    blast_cancel,
+    blast_create,
+    blast_pause,
+    blast_queue,
+    blast_resend_unknown,
+    blast_resume,
+    recipient_advance,
+)
 
 admin.site.site_header = "WhatsApp blasts"
 admin.site.site_title = "WhatsApp blasts"
@@ -29,6 +41,16 @@ class BlastChangeList(ChangeList):
         funnels = blast_funnels(blast.pk for blast in self.result_list)
         for blast in self.result_list:
             blast.funnel = funnels[blast.pk]
+
+
+# The lifecycle buttons on a blast's page, by state: (admin action, label).
+BUTTONS = {
+    Blast.State.DRAFT: [("send", "Send"), ("cancel", "Cancel")],
+    Blast.State.QUEUED: [("pause", "Pause"), ("cancel", "Cancel")],
+    Blast.State.SENDING: [("pause", "Pause"), ("cancel", "Cancel")],
+    Blast.State.PAUSED: [("resume", "Resume"), ("cancel", "Cancel")],
+    Blast.State.COMPLETED: [("resend_unknown", "Resend unknown")],
+}
 
 
 def _stage_column(stage):
@@ -51,17 +73,27 @@ class BlastAdmin(admin.ModelAdmin):
         ("Recipients", {"fields": ["recipients_text", "recipients_file"]}),
     ]
     funnel_fields = ["funnel_table", "stuck_table", "recipients_link"]
-    lifecycle_fields = ["state", "state_reason", "created_by", "created_at", "started_at", "finished_at"]
+    lifecycle_fields = [
+        "state", "state_reason", "eta", "preview", "created_by", "created_at", "started_at", "finished_at",
+    ]  # fmt: skip
     fieldsets = [
         (None, {"fields": BlastCreateForm.Meta.fields}),
+        ("Sending", {"fields": lifecycle_fields}),
         ("Funnel", {"fields": funnel_fields}),
-        ("Lifecycle", {"fields": lifecycle_fields}),
     ]
+    actions = ["send", "pause", "resume", "cancel", "resend_unknown"]
 
     sent, received, read, replied, closed = (_stage_column(stage) for stage in STAGES)
 
     def get_changelist(self, request, **kwargs):
         return BlastChangeList
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        blast = self.get_object(request, object_id)
+        buttons = BUTTONS.get(blast.state, []) if blast else []
+        return super().change_view(
+            request, object_id, form_url, {**(extra_context or {}), "blast_buttons": buttons}
+        )
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:
@@ -95,6 +127,64 @@ class BlastAdmin(admin.ModelAdmin):
             return response
         return redirect("admin:blasts_blast_change", obj.pk)  # to its funnel, not back to the list
 
+    def _each(self, request, queryset, service, done):
+        """Run one lifecycle service per selected blast; say what happened, and why not where it did not."""
+        changed = 0
+        for blast in queryset:
+            try:
+                changed += service(blast) is not False
+            except ValidationError as exc:
+                self.message_user(request, f"{blast}: {exc.messages[0]}", messages.WARNING)
+        if changed:
+            self.message_user(request, f"{done}: {changed} blast(s).", messages.SUCCESS)
+        back = request.POST.get("next", "")
+        if url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+            return redirect(back)  # the blast page's buttons come back to the blast page
+        return None
+
+    @admin.action(description="Send: queue for the sender")
+    def send(self, request, queryset):
+        return self._each(request, queryset, lambda blast: blast_queue(blast=blast), "Queued")
+
+    @admin.action(description="Pause")
+    def pause(self, request, queryset):
+        return self._each(request, queryset, lambda blast: _paused(blast, request.user), "Paused")
+
+    @admin.action(description="Resume")
+    def resume(self, request, queryset):
+        return self._each(request, queryset, lambda blast: blast_resume(blast=blast), "Resumed")
+
+    @admin.action(description="Cancel")
+    def cancel(self, request, queryset):
+        reason = f"Cancelled by {request.user}."
+        return self._each(
+            request, queryset, lambda blast: blast_cancel(blast=blast, reason=reason), "Cancelled"
+        )
+
+    @admin.action(description="Resend recipients whose send is unknown (some may get it twice)")
+    def resend_unknown(self, request, queryset):
+        return self._each(
+            request,
+            queryset,
+            lambda blast: blast_resend_unknown(blast=blast, actor=request.user) > 0,
+            "Requeued",
+        )
+
+    @admin.display(description="ETA")
+    def eta(self, blast):
+        eta = blast_eta(blast)
+        if eta is None:
+            return "-"
+        left = blast_funnel(blast.pk).not_sent
+        rate = Pacing.for_device(device_get(blast.device)).rate_per_minute
+        pace = f"at {rate:g} a minute" if rate else "unpaced"
+        return f"{timezone.localtime(eta):%Y-%m-%d %H:%M}: {left} to send, {pace}, on device {blast.device}"
+
+    @admin.display(description="message preview")
+    def preview(self, blast):
+        rows = [(r.phone, message_render(blast.message, r)) for r in blast.recipients.order_by("id")[:3]]
+        return _table(rows)
+
     @admin.display(description="recipients")
     def recipients(self, blast):
         return blast.funnel.total
@@ -120,6 +210,13 @@ class BlastAdmin(admin.ModelAdmin):
     def recipients_link(self, blast):
         url = reverse("admin:blasts_blastrecipient_changelist") + f"?blast__id__exact={blast.pk}"
         return format_html('<a href="{}">See the recipients</a>', url)
+
+
+def _paused(blast, user):
+    if not blast_pause(blast=blast, reason=f"Paused by {user}."):
+        raise ValidationError(
+            f"Only a queued or sending blast can be paused; this one is {blast.get_state_display().lower()}."
+        )
 
 
 def _with_share(count, sent):
@@ -148,8 +245,17 @@ class StatusHistoryInline(admin.TabularInline):
         return super().get_queryset(request).select_related("actor")
 
 
+class PhoneSearch:
+    """Searching "012-345 6789" finds +60123456789: a term that is a phone number is searched as E.164."""
+
+    def get_search_results(self, request, queryset, search_term):
+        with suppress(ValueError):
+            search_term = normalize_phone(search_term)
+        return super().get_search_results(request, queryset, search_term)
+
+
 @admin.register(BlastRecipient)
-class BlastRecipientAdmin(admin.ModelAdmin):
+class BlastRecipientAdmin(PhoneSearch, admin.ModelAdmin):
     list_display = ["phone", "name", "blast", "status", "message_id", "status_changed_at"]
     list_filter = ["status", "blast__tag", "blast__follow_up_stage"]
     list_select_related = ["blast"]
@@ -175,11 +281,6 @@ class BlastRecipientAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False  # recipients are added with their blast
-
-    def get_search_results(self, request, queryset, search_term):
-        with suppress(ValueError):  # "012-345 6789" finds +60123456789
-            search_term = normalize_phone(search_term)
-        return super().get_search_results(request, queryset, search_term)
 
     def _mark(self, request, queryset, status):
         pks = list(queryset.values_list("pk", flat=True))
@@ -218,3 +319,31 @@ class StatusHistoryAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(Device)
+class DeviceAdmin(admin.ModelAdmin):
+    list_display = [
+        "device_id",
+        "label",
+        "rate_per_minute",
+        "hourly_cap",
+        "daily_cap",
+        "window_start",
+        "window_end",
+    ]
+    readonly_fields = ["next_slot_at", "blocked_until", "hour_start", "hour_count", "day", "day_count"]
+    fieldsets = [
+        (None, {"fields": ["device_id", "label"]}),
+        ("Pacing (empty: the SEND_* settings)", {"fields": [
+            "rate_per_minute", "jitter", "hourly_cap", "daily_cap", "window_start", "window_end", "days", "time_zone",
+        ]}),
+        ("Now", {"fields": readonly_fields}),
+    ]  # fmt: skip
+
+
+@admin.register(OptOut)
+class OptOutAdmin(PhoneSearch, admin.ModelAdmin):
+    form = OptOutForm
+    list_display = ["phone", "reason", "created_at"]
+    search_fields = ["phone"]

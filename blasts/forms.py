@@ -1,8 +1,8 @@
 from django import forms
 from django.conf import settings
 
-from .models import Blast
-from .recipients import ParsedRecipients, parse_recipients, rows_from_text
+from .models import Blast, OptOut
+from .recipients import ParsedRecipients, normalize_phone, parse_recipients, rows_from_text
 
 CSV_MAX_BYTES = 2 * 1024 * 1024
 
@@ -54,3 +54,18 @@ class BlastCreateForm(forms.ModelForm):
         for error in self.parsed.errors:
             self.add_error("recipients_file" if only_file else "recipients_text", error)
         return cleaned
+
+
+class OptOutForm(forms.ModelForm):
+    class Meta:
+        model = OptOut
+        fields = ["phone", "reason"]
+
+    def clean_phone(self):
+        try:
+            phone = normalize_phone(self.cleaned_data["phone"])
+        except ValueError as exc:
+            raise forms.ValidationError(f"This is {exc}.") from None
+        if OptOut.objects.filter(phone=phone).exclude(pk=self.instance.pk).exists():
+            raise forms.ValidationError(f"{phone} has opted out already.")
+        return phone

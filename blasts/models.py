@@ -1,7 +1,20 @@
+import re
+
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
+
+PLACEHOLDER = re.compile(r"\{(\w+)\}")
+PLACEHOLDERS = ("name", "first_name", "phone")
+
+
+def validate_placeholders(message: str) -> None:
+    unknown = sorted({p for p in PLACEHOLDER.findall(message) if p not in PLACEHOLDERS})
+    if unknown:
+        names = ", ".join(f"{{{p}}}" for p in unknown)
+        raise ValidationError(f"Unknown placeholder {names}: use {{name}}, {{first_name}} or {{phone}}.")
 
 
 class Blast(models.Model):
@@ -19,7 +32,9 @@ class Blast(models.Model):
     follow_up_stage = models.CharField(
         max_length=50, default="Initial", help_text="'Initial', 'Follow-up 1', ..."
     )
-    message = models.TextField()
+    message = models.TextField(
+        validators=[validate_placeholders], help_text="Personalise with {name}, {first_name} or {phone}."
+    )
     device = models.CharField(max_length=32, help_text="WSAPME device id that sends the blast.")
     scheduled_at = models.DateTimeField(null=True, blank=True, help_text="Send no earlier than this.")
     state = models.CharField(max_length=10, choices=State.choices, default=State.DRAFT)
@@ -35,6 +50,9 @@ class Blast(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Circuit breaker: the kind of the current run of failed sends and its length.
+    failure_kind = models.CharField(max_length=20, blank=True)
+    failure_streak = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -83,13 +101,21 @@ class BlastRecipient(models.Model):
     failed_at = models.DateTimeField(null=True, blank=True)
     failure_reason = models.TextField(blank=True)
     send_response = models.JSONField(null=True, blank=True, help_text="Raw WSAPME send answer.")
+    # The send ledger: which worker holds the recipient, until when, and its send attempts.
+    claimed_by = models.CharField(max_length=100, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
         constraints = [
             models.UniqueConstraint(fields=["blast", "phone"], name="recipient_unique_phone_per_blast"),
         ]
-        indexes = [models.Index(fields=["blast", "status"], name="recipient_blast_status")]
+        indexes = [
+            models.Index(fields=["blast", "status"], name="recipient_blast_status"),
+            models.Index(fields=["status", "claimed_until"], name="recipient_status_lease"),
+        ]
 
     def __str__(self):
         return f"{self.name} {self.phone}".strip()
@@ -134,3 +160,48 @@ class StatusHistory(models.Model):
 
     def __str__(self):
         return f"{self.get_from_status_display()} → {self.get_to_status_display()} ({self.source})"
+
+
+class Device(models.Model):
+    """A WSAPME device (a linked phone) and its pacing, shared by every sender process and host.
+
+    Empty pacing fields fall back to the SEND_* settings. The rest is pacing state that
+    senders update under this row's lock.
+    """
+
+    device_id = models.CharField(max_length=32, primary_key=True)
+    label = models.CharField(max_length=100, blank=True)
+    rate_per_minute = models.FloatField(null=True, blank=True, help_text="0: no pacing. Empty: the setting.")
+    jitter = models.FloatField(null=True, blank=True, help_text="0.3 spaces sends 70%-130% of the interval.")
+    hourly_cap = models.PositiveIntegerField(null=True, blank=True)
+    daily_cap = models.PositiveIntegerField(null=True, blank=True)
+    window_start = models.TimeField(null=True, blank=True, help_text="Send from this local time...")
+    window_end = models.TimeField(null=True, blank=True, help_text="...until this one.")
+    days = models.CharField(
+        max_length=7, blank=True, help_text="ISO weekdays sending is allowed, e.g. 123456."
+    )
+    time_zone = models.CharField(max_length=64, blank=True)
+    # Pacing state.
+    next_slot_at = models.DateTimeField(null=True, blank=True)
+    blocked_until = models.DateTimeField(null=True, blank=True, help_text="The gateway's Retry-After.")
+    hour_start = models.DateTimeField(null=True, blank=True)
+    hour_count = models.PositiveIntegerField(default=0)
+    day = models.DateField(null=True, blank=True)
+    day_count = models.PositiveIntegerField(default=0)
+
+    def __str__(self):
+        return self.label or self.device_id
+
+
+class OptOut(models.Model):
+    """A number that asked not to be messaged; every later blast skips it."""
+
+    phone = models.CharField(max_length=16, unique=True, help_text="E.164.")
+    reason = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "opt-out"
+
+    def __str__(self):
+        return self.phone

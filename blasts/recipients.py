@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import phonenumbers
 from django.conf import settings
 
+from .models import PLACEHOLDER
+
 NAME_MAX_LENGTH = 100
 PHONE_HEADERS = {"phone", "phone number", "phone_number", "number", "mobile", "whatsapp", "to"}
 
@@ -34,6 +36,13 @@ def normalize_phone(raw: str, region: str | None = None) -> str:
         reason = phonenumbers.is_possible_number_with_reason(number)
         raise ValueError(_REASONS.get(reason, "not a valid number for its country"))
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def message_render(template: str, recipient) -> str:
+    """The message with {name}, {first_name} and {phone} filled in for one recipient."""
+    name = recipient.name.strip()
+    values = {"name": name, "first_name": name.split(" ")[0] if name else "", "phone": recipient.phone}
+    return PLACEHOLDER.sub(lambda match: values.get(match.group(1), match.group(0)), template)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import logging
 import random
 import re
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -122,6 +123,11 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     timeout = 0.05
 
+    def handle_error(self, request, client_address):
+        # A client that timed out on a stalled answer, or dropped it, is the point of those knobs.
+        if not isinstance(sys.exc_info()[1], BrokenPipeError | ConnectionResetError):
+            super().handle_error(request, client_address)
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -163,6 +169,7 @@ class Sandbox:
         self.host, self.port = self.httpd.server_address[:2]
         self._stopping = threading.Event()
         self._down_until = 0.0
+        self._down = threading.Event()  # set while nothing listens
         self._threads: list[threading.Thread] = []
         self._events: list = []  # heap of (due monotonic, seq, payload, message id)
         self._events_ready = threading.Condition(self.lock)
@@ -210,14 +217,18 @@ class Sandbox:
             self._fault_rng = random.Random(self.config.seed)
 
     def down(self, seconds: float) -> None:
-        """Refuse connections (nothing listens) for `seconds`."""
+        """Refuse connections (nothing listens) for `seconds`; returns once the listener is closed."""
+        self._down.clear()
         self._down_until = time.monotonic() + seconds
+        if threading.current_thread() not in self._threads:
+            self._down.wait(timeout=2)
 
     def _serve(self) -> None:
         while not self._stopping.is_set():
             if time.monotonic() < self._down_until:
                 if self.httpd.socket.fileno() != -1:
                     self.httpd.socket.close()
+                self._down.set()
                 time.sleep(0.01)
                 continue
             if self.httpd.socket.fileno() == -1:  # back up after being down
@@ -278,8 +289,10 @@ class Sandbox:
         request.answer(200, {"queued": count})
 
     def _go_down(self, request, body):
-        request.answer(200, {"down_for": float(body.get("seconds", 1))})
-        self.down(float(body.get("seconds", 1)))
+        seconds = float(body.get("seconds", 1))
+        self._down.clear()
+        self._down_until = time.monotonic() + seconds  # the listener closes within a tick
+        request.answer(200, {"down_for": seconds})
 
     def _next_fault(self, endpoint: str) -> str | None:
         with self.lock:
@@ -295,9 +308,11 @@ class Sandbox:
 
     def _not_sent(self, request, fault: str):
         if fault in ("rate_limited", "unavailable"):
-            code = 429 if fault == "rate_limited" else 503
+            code, text = (
+                (429, "Too many requests") if fault == "rate_limited" else (503, "Service unavailable")
+            )
             retry = {"Retry-After": f"{self.config.retry_after:g}"}
-            return request.answer(code, {"success": False, "message": "Too many requests"}, retry)
+            return request.answer(code, {"success": False, "message": text}, retry)
         request.answer(200, {"success": False, "message": FAILURE_MESSAGES[fault]})
 
     # --- the gateway -----------------------------------------------------------------------

@@ -3,10 +3,13 @@
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.db.models import Count
+from django.utils import timezone
 
-from .models import BlastRecipient
+from .models import Blast, BlastRecipient
+from .pacing import device_finish_time
 from .statuses import FUNNEL_ORDER
 
 Status = BlastRecipient.Status
@@ -99,3 +102,23 @@ def blast_funnels(blast_ids: Iterable[int]) -> dict[int, Funnel]:
 
 def blast_funnel(blast_id: int) -> Funnel:
     return blast_funnels([blast_id])[blast_id]
+
+
+def blast_eta(blast: Blast) -> datetime | None:
+    """When the blast's last message should go out by its device's pacing; None when none is left.
+
+    Senders take blasts oldest first, so the queued recipients of older active blasts on the
+    same device go before this one's.
+    """
+    remaining = blast.recipients.filter(status__in=[Status.QUEUED, Status.SENDING]).count()
+    if not remaining or blast.state in (Blast.State.COMPLETED, Blast.State.CANCELLED):
+        return None
+    ahead = BlastRecipient.objects.filter(
+        status=Status.QUEUED,
+        blast__device=blast.device,
+        blast__state__in=[Blast.State.QUEUED, Blast.State.SENDING],
+        blast_id__lt=blast.pk,
+    ).count()
+    now = timezone.now()
+    start = max(now, blast.scheduled_at or now)
+    return device_finish_time(blast.device, start=start, count=ahead + remaining)

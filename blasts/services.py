@@ -27,23 +27,31 @@ def recipient_advance(
     raw: Any = None,
     reason: str = "",
     actor=None,
+    require: dict | None = None,
+    also: dict | None = None,
 ) -> bool:
     """Apply `status` to the recipient if the forward-only rule allows it; return whether it did.
-
-    `reason` explains a FAILED or UNKNOWN status and is kept on the recipient.
 
     The only function that changes a recipient's status. It holds the row lock for the
     read and the write, sets the first-reached time of the new stage and of every
     earlier stage still without one, and appends exactly one StatusHistory row.
+    `reason` explains a FAILED, UNKNOWN or SKIPPED status and is kept on the recipient.
+    `require` adds conditions on the locked row (e.g. the sender still holds its claim);
+    `also` sets other columns in the same UPDATE (e.g. the message id with PENDING).
     """
     pk = recipient.pk if isinstance(recipient, BlastRecipient) else recipient
     now = timezone.now()
     when = occurred_at or now
     with transaction.atomic():
-        row = BlastRecipient.objects.select_for_update().only("status", *_TIME_FIELDS).get(pk=pk)
+        locked = BlastRecipient.objects.select_for_update().only("status", *_TIME_FIELDS)
+        row = locked.filter(pk=pk, **(require or {})).first()
+        if row is None:
+            if require and BlastRecipient.objects.filter(pk=pk).exists():
+                return False
+            raise BlastRecipient.DoesNotExist(f"recipient {pk} does not exist")
         if not can_move(row.status, status):
             return False
-        changes: dict[str, Any] = {"status": status, "status_changed_at": now}
+        changes: dict[str, Any] = {**(also or {}), "status": status, "status_changed_at": now}
         if reason:
             changes["failure_reason"] = reason
         if status == Status.FAILED and row.failed_at is None:
@@ -64,7 +72,8 @@ def recipient_advance(
         )
     if isinstance(recipient, BlastRecipient):
         for name, value in changes.items():
-            setattr(recipient, name, value)
+            if not hasattr(value, "resolve_expression"):  # F() values are only known to the database
+                setattr(recipient, name, value)
     return True
 
 
@@ -106,3 +115,72 @@ def blast_create(
             batch_size=1000,
         )
     return BlastCreated(blast, len(recipients.recipients), recipients.duplicates)
+
+
+def _blast_move(blast: Blast, *, to: Blast.State, allowed_from, reason: str = "", **fields) -> bool:
+    """Move a blast between lifecycle states with one conditional UPDATE; return whether it moved."""
+    moved = Blast.objects.filter(pk=blast.pk, state__in=allowed_from).update(
+        state=to, state_reason=reason, **fields
+    )
+    if moved:
+        blast.refresh_from_db()
+    return bool(moved)
+
+
+def blast_queue(*, blast: Blast) -> None:
+    """Hand a draft blast to the senders; they send it at its scheduled time, or now."""
+    if not blast.recipients.exists():
+        raise ValidationError("The blast has no recipients.")
+    if not _blast_move(blast, to=Blast.State.QUEUED, allowed_from=[Blast.State.DRAFT]):
+        raise ValidationError(f"Only a draft can be sent; this blast is {blast.get_state_display().lower()}.")
+
+
+def blast_pause(*, blast: Blast, reason: str = "Paused by a person.") -> bool:
+    """Stop sending after the message in flight; resume picks up where it stopped."""
+    return _blast_move(
+        blast, to=Blast.State.PAUSED, allowed_from=[Blast.State.QUEUED, Blast.State.SENDING], reason=reason
+    )
+
+
+def blast_resume(*, blast: Blast) -> None:
+    """Send the rest. Only queued recipients are ever sent, so nothing goes out twice."""
+    fields = {"failure_streak": 0, "failure_kind": ""}
+    if blast.scheduled_at and blast.scheduled_at < timezone.now():
+        fields["scheduled_at"] = None  # a person confirmed a late scheduled blast: send now
+    if not _blast_move(blast, to=Blast.State.QUEUED, allowed_from=[Blast.State.PAUSED], **fields):
+        raise ValidationError(
+            f"Only a paused blast can be resumed; this one is {blast.get_state_display().lower()}."
+        )
+
+
+def blast_cancel(*, blast: Blast, reason: str = "Cancelled by a person.") -> None:
+    """Stop for good: recipients not sent yet stay unsent."""
+    open_states = [Blast.State.DRAFT, Blast.State.QUEUED, Blast.State.SENDING, Blast.State.PAUSED]
+    if not _blast_move(
+        blast, to=Blast.State.CANCELLED, allowed_from=open_states, reason=reason, finished_at=timezone.now()
+    ):
+        raise ValidationError(f"This blast is {blast.get_state_display().lower()} already.")
+
+
+def blast_resend_unknown(*, blast: Blast, actor=None) -> int:
+    """An operator's explicit choice: queue again the recipients whose send outcome is unknown.
+
+    Some of them may have received the message already; that is why this never happens by itself.
+    """
+    if blast.state == Blast.State.CANCELLED:
+        raise ValidationError("A cancelled blast cannot be resent.")
+    unknown = blast.recipients.filter(status=Status.UNKNOWN).values_list("pk", flat=True)
+    queued = sum(
+        recipient_advance(
+            recipient=pk,
+            status=Status.QUEUED,
+            source=Source.MANUAL,
+            actor=actor,
+            reason="Resent by an operator",
+            also={"next_attempt_at": None},
+        )
+        for pk in list(unknown)
+    )
+    if queued:
+        _blast_move(blast, to=Blast.State.QUEUED, allowed_from=[Blast.State.COMPLETED], finished_at=None)
+    return queued

@@ -43,6 +43,8 @@ def status_from_gateway(value: object) -> Status | None:
 
 # Statuses off the ladder, and the statuses each may be entered from.
 _ENTERED_FROM: dict[Status, frozenset[Status]] = {
+    # Back to the queue: a send the gateway did not take, or an operator's resend of an unknown one.
+    Status.QUEUED: frozenset({Status.SENDING, Status.UNKNOWN}),
     Status.SENDING: frozenset({Status.QUEUED}),
     Status.UNKNOWN: frozenset({Status.SENDING}),
     Status.SKIPPED: frozenset({Status.QUEUED}),

@@ -138,3 +138,19 @@ WSAPME_DEVICE = env.str("WSAPME_DEVICE", default="sandbox" if WSAPME_SANDBOX els
 WSAPME_SANDBOX_WEBHOOK_URL = env.str(
     "WSAPME_SANDBOX_WEBHOOK_URL", default="http://127.0.0.1:8000/api/webhook/wsapme"
 )
+WSAPME_CONNECT_TIMEOUT = env.float("WSAPME_CONNECT_TIMEOUT", default=5.0)
+WSAPME_READ_TIMEOUT = env.float("WSAPME_READ_TIMEOUT", default=20.0)
+
+# Sending. Pacing is per WSAPME device; the Device rows in the admin override these.
+SEND_RATE_PER_MINUTE = env.float("SEND_RATE_PER_MINUTE", default=20.0)
+SEND_JITTER = env.float("SEND_JITTER", default=0.3)
+SEND_HOURLY_CAP = env.int("SEND_HOURLY_CAP", default=None)
+SEND_DAILY_CAP = env.int("SEND_DAILY_CAP", default=None)
+SEND_WINDOW = env.str("SEND_WINDOW", default="")  # e.g. "09:00-21:00"; empty: any time
+SEND_DAYS = env.str("SEND_DAYS", default="1234567")  # ISO weekdays, 1 = Monday
+SEND_TIME_ZONE = env.str("SEND_TIME_ZONE", default="Asia/Kuala_Lumpur")
+SEND_BATCH_SIZE = env.int("SEND_BATCH_SIZE", default=20)
+SEND_LEASE_SECONDS = env.float("SEND_LEASE_SECONDS", default=60.0)
+SEND_MAX_ATTEMPTS = env.int("SEND_MAX_ATTEMPTS", default=6)
+SEND_BACKOFF_CAP_SECONDS = env.float("SEND_BACKOFF_CAP_SECONDS", default=300.0)
+BLAST_STALE_AFTER_HOURS = env.float("BLAST_STALE_AFTER_HOURS", default=6.0)

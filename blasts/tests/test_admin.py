@@ -7,7 +7,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from blasts.models import Blast, BlastRecipient, StatusHistory
+from blasts.models import Blast, BlastRecipient, OptOut, StatusHistory
 from blasts.services import recipient_advance
 
 Status = BlastRecipient.Status
@@ -219,3 +219,112 @@ def test_history_is_read_only(admin_client, blast_factory):
     )
     assert StatusHistory.objects.filter(pk=entry.pk).exists()
     assert admin_client.get(reverse("admin:blasts_blastrecipient_add")).status_code == 403
+
+
+# --- sending controls -------------------------------------------------------------------------
+
+
+def change_url(blast):
+    return reverse("admin:blasts_blast_change", args=[blast.pk])
+
+
+def act(admin_client, blast, action, follow_to=None):
+    data = {"action": action, "_selected_action": [blast.pk]}
+    if follow_to:
+        data["next"] = follow_to
+    return admin_client.post(BLASTS_URL, data)
+
+
+def test_a_drafts_page_offers_send_and_the_button_comes_back_to_it(admin_client, blast_factory):
+    blast = blast_factory(2)
+    page = admin_client.get(change_url(blast)).content.decode()
+    assert '<input type="hidden" name="action" value="send">' in page
+    assert 'value="pause"' not in page
+
+    response = act(admin_client, blast, "send", follow_to=change_url(blast))
+
+    assert response.status_code == 302 and response.url == change_url(blast)
+    blast.refresh_from_db()
+    assert blast.state == Blast.State.QUEUED
+
+
+def test_buttons_never_redirect_off_site(admin_client, blast_factory):
+    response = act(admin_client, blast_factory(1), "send", follow_to="https://evil.example/")
+    assert response.status_code == 302 and response.url == BLASTS_URL
+
+
+@pytest.mark.parametrize(
+    ("start", "action", "end"),
+    [
+        (Blast.State.QUEUED, "pause", Blast.State.PAUSED),
+        (Blast.State.SENDING, "pause", Blast.State.PAUSED),
+        (Blast.State.PAUSED, "resume", Blast.State.QUEUED),
+        (Blast.State.PAUSED, "cancel", Blast.State.CANCELLED),
+        (Blast.State.DRAFT, "cancel", Blast.State.CANCELLED),
+    ],
+)
+def test_lifecycle_actions(admin_client, admin_user, blast_factory, start, action, end):
+    blast = blast_factory(1)
+    Blast.objects.filter(pk=blast.pk).update(state=start)
+    act(admin_client, blast, action)
+    blast.refresh_from_db()
+    assert blast.state == end
+    if end == Blast.State.PAUSED:
+        assert blast.state_reason == f"Paused by {admin_user}."
+
+
+def test_an_action_that_does_not_apply_says_why_and_changes_nothing(admin_client, blast_factory):
+    blast = blast_factory(1)
+    response = act(admin_client, blast, "resume")
+    messages = [str(m) for m in response.wsgi_request._messages]
+    assert any("Only a paused blast can be resumed; this one is draft." in m for m in messages)
+    blast.refresh_from_db()
+    assert blast.state == Blast.State.DRAFT
+
+
+def test_resend_unknown_requeues_only_unknown_recipients(admin_client, admin_user, blast_factory):
+    blast = blast_factory(2)
+    unknown, sent = blast.recipients.all()
+    recipient_advance(recipient=unknown, status=Status.SENDING, source=StatusHistory.Source.SEND)
+    recipient_advance(recipient=unknown, status=Status.UNKNOWN, source=StatusHistory.Source.INFERRED)
+    recipient_advance(recipient=sent, status=Status.PENDING, source=StatusHistory.Source.SEND)
+    Blast.objects.filter(pk=blast.pk).update(state=Blast.State.COMPLETED)
+
+    act(admin_client, blast, "resend_unknown")
+
+    assert list(blast.recipients.order_by("id").values_list("status", flat=True)) == [
+        Status.QUEUED,
+        Status.PENDING,
+    ]
+    assert Blast.objects.get(pk=blast.pk).state == Blast.State.QUEUED
+    assert unknown.history.latest("id").actor == admin_user
+
+
+def test_blast_page_shows_the_eta_and_a_personalised_preview(admin_client, blast_factory, settings):
+    settings.SEND_RATE_PER_MINUTE = 20
+    blast = blast_factory(2, message="Hi {first_name}!")
+    page = admin_client.get(change_url(blast)).content.decode()
+    assert "2 to send, at 20 a minute, on device 5850" in page
+    assert "<td>Hi Name!</td>" in page
+
+
+def test_an_unknown_placeholder_is_a_form_error(admin_client):
+    response = admin_client.post(ADD_URL, blast_form(message="Hi {nmae}"))
+    assert response.context["adminform"].form.errors["message"] == [
+        "Unknown placeholder {nmae}: use {name}, {first_name} or {phone}."
+    ]
+    assert not Blast.objects.exists()
+
+
+def test_opt_outs_are_stored_as_e164_and_bad_numbers_are_form_errors(admin_client):
+    url = reverse("admin:blasts_optout_add")
+    admin_client.post(url, {"phone": "012-345 6789", "reason": "asked by phone"})
+    assert list(OptOut.objects.values_list("phone", flat=True)) == ["+60123456789"]
+
+    for phone, error in [
+        ("nonsense", "This is not a phone number."),
+        ("0123456789", "has opted out already"),
+    ]:
+        response = admin_client.post(url, {"phone": phone})
+        assert response.status_code == 200
+        assert error in response.context["adminform"].form.errors["phone"][0]

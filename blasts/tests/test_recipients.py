@@ -1,6 +1,7 @@
 import pytest
 
-from blasts.recipients import Recipient, normalize_phone, parse_recipients, rows_from_text
+from blasts.models import BlastRecipient
+from blasts.recipients import Recipient, message_render, normalize_phone, parse_recipients, rows_from_text
 
 
 @pytest.mark.parametrize(
@@ -70,3 +71,13 @@ def test_more_than_the_limit_names_the_first_line_over_it(settings):
 def test_an_overlong_name_is_an_error():
     parsed = parse_recipients([("Recipient 0", "0123456789", "x" * 101)])
     assert parsed.errors == ["Recipient 0: the name is longer than 100 characters."]
+
+
+def test_messages_are_personalised_per_recipient():
+    recipient = BlastRecipient(phone="+60123456789", name="Aisyah binti Ali")
+    template = "Hi {first_name} ({name}, {phone}) - {unknown} {{braces}}"
+    assert (
+        message_render(template, recipient)
+        == "Hi Aisyah (Aisyah binti Ali, +60123456789) - {unknown} {{braces}}"
+    )
+    assert message_render("Hi {name}!", BlastRecipient(phone="+60123456789")) == "Hi !"

@@ -1,0 +1,349 @@
+"""Sending: workers claim due recipients, pace them per device, and send each once or say why not.
+
+The send ledger, per recipient:
+1. claim: a short transaction takes due QUEUED rows with SELECT ... FOR UPDATE SKIP LOCKED and
+   marks them claimed by this worker until a lease runs out (an expired claim is free again);
+2. SENDING is committed (through the status ledger) before the HTTP call, and only by the
+   worker that still holds the claim;
+3. the outcome is committed right after the call: PENDING with the message id, FAILED, back to
+   QUEUED (the gateway certainly did not take it), or UNKNOWN (it may have: never resent
+   automatically). A SENDING row whose lease ran out belonged to a worker that died mid-send:
+   it becomes UNKNOWN.
+No transaction is open during an HTTP call.
+"""
+
+import logging
+import os
+import random
+import socket
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Case, Exists, F, Min, OuterRef, Q, Value, When
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from .models import Blast, BlastRecipient, Device, OptOut, StatusHistory
+from .pacing import device_block, device_reserve_slot
+from .recipients import message_render
+from .services import blast_pause, blast_queue, recipient_advance
+from .wsapme import Outcome, SendResult, WsapmeClient
+
+log = logging.getLogger(__name__)
+Status = BlastRecipient.Status
+Source = StatusHistory.Source
+ACTIVE = (Blast.State.QUEUED, Blast.State.SENDING)
+UNCLAIM = {"claimed_by": "", "claimed_until": None}
+
+# Consecutive failed sends of one kind that pause a blast; other kinds never do.
+BREAKER_THRESHOLDS = {
+    "unauthorized": 3,
+    "device_offline": 3,
+    "unavailable": 10,
+    "timeout": 5,
+    "bad_answer": 5,
+}
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident() % 100000}"
+
+
+def _due_blasts(now: datetime, blast_id: int | None):
+    due = Blast.objects.filter(state__in=ACTIVE).filter(
+        Q(scheduled_at__isnull=True) | Q(scheduled_at__lte=now)
+    )
+    return due.filter(pk=blast_id) if blast_id else due
+
+
+def recipients_claim(
+    *, worker: str, limit: int, now: datetime, blast_id: int | None = None, skip_devices=()
+) -> list[int]:
+    """Claim up to `limit` due recipients for `worker`, oldest blast first; other workers skip them."""
+    due = _due_blasts(now, blast_id).exclude(device__in=list(skip_devices)).values("pk")
+    with transaction.atomic():
+        ids = list(
+            BlastRecipient.objects.select_for_update(skip_locked=True)
+            .filter(status=Status.QUEUED, blast__in=due)
+            .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+            .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+            .order_by("blast_id", "id")
+            .values_list("pk", flat=True)[:limit]
+        )
+        lease = timedelta(seconds=settings.SEND_LEASE_SECONDS)
+        BlastRecipient.objects.filter(pk__in=ids).update(claimed_by=worker, claimed_until=now + lease)
+    return ids
+
+
+def recipients_release(ids, *, worker: str) -> None:
+    """Give back claims this worker will not use (never touches a recipient it already sent)."""
+    BlastRecipient.objects.filter(pk__in=list(ids), claimed_by=worker, status=Status.QUEUED).update(**UNCLAIM)
+
+
+def recipients_reap_lost_sends(*, now: datetime) -> int:
+    """SENDING rows whose lease ran out: their worker died during the send, so the outcome is unknown."""
+    lost = BlastRecipient.objects.filter(status=Status.SENDING, claimed_until__lt=now).values_list(
+        "pk", flat=True
+    )
+    return sum(
+        recipient_advance(
+            recipient=pk,
+            status=Status.UNKNOWN,
+            source=Source.INFERRED,
+            reason="The sender stopped during this send: it may or may not have gone out.",
+            require={"status": Status.SENDING, "claimed_until__lt": now},
+            also=UNCLAIM,
+        )
+        for pk in list(lost)
+    )
+
+
+def blasts_hold_stale(*, now: datetime) -> int:
+    """A scheduled blast far past its time (after an outage) is not sent silently: it waits for a person."""
+    cutoff = now - timedelta(hours=settings.BLAST_STALE_AFTER_HOURS)
+    stale = Blast.objects.filter(state=Blast.State.QUEUED, started_at__isnull=True, scheduled_at__lt=cutoff)
+    for blast in stale:
+        when = timezone.localtime(blast.scheduled_at).strftime("%Y-%m-%d %H:%M")
+        blast_pause(blast=blast, reason=f"It was scheduled for {when}, long past: resume it to send now.")
+    return len(stale)
+
+
+def blasts_complete_finished(*, now: datetime, blast_id: int | None = None) -> int:
+    """Blasts with no recipient left to send (queued or in flight) are completed."""
+    open_recipients = BlastRecipient.objects.filter(
+        blast=OuterRef("pk"), status__in=[Status.QUEUED, Status.SENDING]
+    )
+    blasts = (
+        Blast.objects.filter(state__in=ACTIVE).exclude(scheduled_at__gt=now).filter(~Exists(open_recipients))
+    )
+    if blast_id:
+        blasts = blasts.filter(pk=blast_id)
+    return blasts.update(state=Blast.State.COMPLETED, finished_at=now)
+
+
+def next_due_at(*, now: datetime, blast_id: int | None = None) -> datetime | None:
+    """When a recipient of a due blast can next be claimed (None: nothing left to send)."""
+    due = _due_blasts(now, blast_id).values("pk")
+    pending = BlastRecipient.objects.filter(status__in=[Status.QUEUED, Status.SENDING], blast__in=due)
+    return pending.aggregate(at=Min(Coalesce("next_attempt_at", "claimed_until", Value(now))))["at"]
+
+
+def _backoff(attempts: int, retry_after: float | None, rng: random.Random) -> float:
+    """Capped exponential backoff with jitter, never sooner than the gateway's Retry-After."""
+    delay = min(settings.SEND_BACKOFF_CAP_SECONDS, 2.0**attempts) * rng.uniform(0.5, 1.5)
+    return max(delay, retry_after or 0.0)
+
+
+def blast_count_send(*, blast: Blast, result: SendResult) -> None:
+    """The circuit breaker: N failed sends in a row of the same kind pause the blast."""
+    threshold = BREAKER_THRESHOLDS.get(result.kind)
+    if threshold is None:
+        if blast.failure_streak:
+            Blast.objects.filter(pk=blast.pk).update(failure_streak=0, failure_kind="")
+        return
+    Blast.objects.filter(pk=blast.pk).update(
+        failure_streak=Case(When(failure_kind=result.kind, then=F("failure_streak") + 1), default=Value(1)),
+        failure_kind=result.kind,
+    )
+    streak = Blast.objects.values_list("failure_streak", flat=True).get(pk=blast.pk)
+    if streak >= threshold:
+        blast_pause(
+            blast=blast, reason=f"{streak} sends in a row failed: {result.reason}. Fix it, then resume."
+        )
+
+
+def _record(recipient: BlastRecipient, blast: Blast, result: SendResult, rng: random.Random) -> str:
+    """Commit what the gateway said about one send; return the outcome's name."""
+    now = timezone.now()
+    common = {"recipient": recipient.pk, "source": Source.SEND, "raw": result.raw}
+    if result.outcome == Outcome.SENT:
+        also = {**UNCLAIM, "message_id": result.message_id, "send_response": result.raw, "failure_reason": ""}
+        recipient_advance(status=Status.PENDING, also=also, **common)
+        outcome = "sent"
+    elif result.outcome == Outcome.REJECTED:
+        recipient_advance(status=Status.FAILED, reason=result.reason, also=UNCLAIM, **common)
+        outcome = "failed"
+    elif result.outcome == Outcome.UNKNOWN:
+        recipient_advance(status=Status.UNKNOWN, reason=result.reason, also=UNCLAIM, **common)
+        outcome = "unknown"
+    else:  # BLOCKED or NOT_SENT: the gateway certainly did not take it
+        if result.retry_after:
+            device_block(blast.device, until=now + timedelta(seconds=result.retry_after))
+        attempts = recipient.attempts + 1
+        if result.outcome == Outcome.NOT_SENT and attempts >= settings.SEND_MAX_ATTEMPTS:
+            reason = f"Gave up after {attempts} attempts: {result.reason}"
+            recipient_advance(status=Status.FAILED, reason=reason, also=UNCLAIM, **common)
+            outcome = "failed"
+        else:
+            retry_at = now + timedelta(seconds=_backoff(attempts, result.retry_after, rng))
+            also = {**UNCLAIM, "next_attempt_at": retry_at}
+            recipient_advance(status=Status.QUEUED, reason=result.reason, also=also, **common)
+            outcome = "requeued"
+    blast_count_send(blast=blast, result=result)
+    return outcome
+
+
+@dataclass
+class Sender:
+    """One sending worker: claims, paces and sends until nothing is due (or, with `loop`, forever)."""
+
+    client: WsapmeClient
+    worker: str = field(default_factory=worker_name)
+    blast_id: int | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    sleep: Callable[[float], object] | None = None  # default: wait on `stop`, so a stop wakes it
+    rng: random.Random = field(default_factory=random.Random)
+    on_outcome: Callable[[str], None] = lambda outcome: None
+    idle_seconds: float = 1.0
+
+    def __post_init__(self):
+        self.sleep = self.sleep or self.stop.wait
+
+    def run(self, *, loop: bool = False) -> Counter:
+        tally: Counter = Counter()
+        waiting: dict[str, datetime] = {}  # device -> the slot it waits for
+        while not self.stop.is_set():
+            now = timezone.now()
+            recipients_reap_lost_sends(now=now)
+            blasts_hold_stale(now=now)
+            waiting = {device: at for device, at in waiting.items() if at > now}
+            batch = recipients_claim(
+                worker=self.worker,
+                limit=settings.SEND_BATCH_SIZE,
+                now=now,
+                blast_id=self.blast_id,
+                skip_devices=waiting,
+            )
+            if batch:
+                self._send_batch(batch, tally, waiting)
+                continue
+            blasts_complete_finished(now=now, blast_id=self.blast_id)
+            due = next_due_at(now=now, blast_id=self.blast_id)
+            if due is None and not loop:
+                break
+            wake = min([due or now + timedelta(seconds=self.idle_seconds), *waiting.values()])
+            pause = (wake - now).total_seconds()
+            if not loop and pause > settings.SEND_LEASE_SECONDS:
+                break  # the window is closed or a cap is reached: the next run sends the rest
+            self.sleep(min(max(pause, 0.05), self.idle_seconds))
+        return tally
+
+    def _send_batch(self, batch: list[int], tally: Counter, waiting: dict) -> None:
+        for index, pk in enumerate(batch):
+            if self.stop.is_set():
+                recipients_release(batch[index:], worker=self.worker)
+                return
+            outcome, device, slot = self.send_one(pk)
+            tally[outcome] += 1
+            self.on_outcome(outcome)
+            if outcome == "waiting":
+                waiting[device] = slot
+                recipients_release(batch[index + 1 :], worker=self.worker)
+                return
+
+    def send_one(self, pk: int) -> tuple[str, str, datetime | None]:
+        """Send one claimed recipient; return (outcome, device, slot the device waits for)."""
+        recipient = BlastRecipient.objects.select_related("blast").get(pk=pk)
+        blast = recipient.blast
+        if recipient.status != Status.QUEUED or recipient.claimed_by != self.worker:
+            return "lost", blast.device, None  # the claim expired and another worker took it
+        if blast.state not in ACTIVE:
+            recipients_release([pk], worker=self.worker)
+            return "released", blast.device, None
+        if OptOut.objects.filter(phone=recipient.phone).exists():
+            recipient_advance(
+                recipient=pk, status=Status.SKIPPED, source=Source.SEND, reason="Opted out", also=UNCLAIM
+            )
+            return "skipped", blast.device, None
+
+        max_wait = settings.SEND_LEASE_SECONDS / 2
+        slot, reserved = device_reserve_slot(
+            blast.device, now=timezone.now(), max_wait=max_wait, rng=self.rng
+        )
+        if reserved:
+            self.sleep(max((slot - timezone.now()).total_seconds(), 0))
+        if not reserved or self.stop.is_set() or _blocked(blast.device):
+            recipients_release([pk], worker=self.worker)
+            return "waiting", blast.device, slot
+
+        lease = timezone.now() + timedelta(seconds=settings.SEND_LEASE_SECONDS)
+        marked = recipient_advance(
+            recipient=pk,
+            status=Status.SENDING,
+            source=Source.SEND,
+            require={"claimed_by": self.worker},
+            also={"claimed_until": lease, "attempts": F("attempts") + 1},
+        )
+        if not marked or not Blast.objects.filter(pk=blast.pk, state__in=ACTIVE).exists():
+            if marked:  # paused or cancelled between the claim and now: not sent, back to the queue
+                recipient_advance(recipient=pk, status=Status.QUEUED, source=Source.SEND, also=UNCLAIM)
+            return "released", blast.device, None
+        if blast.state == Blast.State.QUEUED:
+            Blast.objects.filter(pk=blast.pk, state=Blast.State.QUEUED).update(
+                state=Blast.State.SENDING, started_at=timezone.now()
+            )
+        result = self.client.send(
+            device=blast.device, to=recipient.phone, message=message_render(blast.message, recipient)
+        )
+        log.info(
+            "send blast=%s recipient=%s outcome=%s kind=%s", blast.pk, pk, result.outcome, result.kind or "-"
+        )
+        return _record(recipient, blast, result, self.rng), blast.device, None
+
+
+def _blocked(device_id: str) -> bool:
+    return Device.objects.filter(pk=device_id, blocked_until__gt=timezone.now()).exists()
+
+
+def send_due(
+    *,
+    client: WsapmeClient,
+    blast_id: int | None = None,
+    loop: bool = False,
+    concurrency: int = 1,
+    stop: threading.Event | None = None,
+    on_outcome: Callable[[str], None] = lambda outcome: None,
+) -> Counter:
+    """Run `concurrency` senders (threads, each with its own connection) until done; sum their tallies."""
+    stop = stop or threading.Event()
+    if concurrency == 1:
+        return Sender(client=client, blast_id=blast_id, stop=stop, on_outcome=on_outcome).run(loop=loop)
+    tallies: list[Counter] = []
+
+    def work():
+        from django.db import connection
+
+        try:
+            tallies.append(
+                Sender(client=client, blast_id=blast_id, stop=stop, on_outcome=on_outcome).run(loop=loop)
+            )
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, name=f"sender-{n}") for n in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(tallies, Counter())
+
+
+def blast_prepare_send(blast_id: int) -> Blast:
+    """The blast `send_blast` sends in the foreground: queued now if it is a draft."""
+    blast = Blast.objects.filter(pk=blast_id).first()
+    if blast is None:
+        raise ValidationError(f"There is no blast {blast_id}.")
+    if blast.state == Blast.State.DRAFT:
+        blast_queue(blast=blast)
+    elif blast.state not in ACTIVE:
+        why = f" ({blast.state_reason})" if blast.state_reason else ""
+        raise ValidationError(
+            f"Blast {blast_id} is {blast.get_state_display().lower()}{why}; nothing to send."
+        )
+    return blast

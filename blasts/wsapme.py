@@ -1,0 +1,287 @@
+"""The WSAPME gateway client: HTTP and JSON only, no ORM.
+
+A send never raises: every answer and transport problem becomes a SendResult whose outcome
+says whether the message was sent, certainly not sent (safe to retry) or maybe sent (never
+resent automatically). The token never reaches a reason, an exception message or a log line.
+"""
+
+import logging
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+from typing import Any
+
+import requests
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from urllib3.exceptions import NewConnectionError
+
+log = logging.getLogger(__name__)
+
+MAX_RETRY_AFTER = 3600.0
+RAW_TEXT_LIMIT = 2000
+REASON_LIMIT = 300
+
+
+class Outcome(StrEnum):
+    SENT = "sent"  # accepted: a message id is known
+    REJECTED = "rejected"  # refused for this recipient, for good
+    BLOCKED = "blocked"  # refused for us (token, device): not sent, retry later, trips the breaker
+    NOT_SENT = "not_sent"  # certainly not sent: safe to retry
+    UNKNOWN = "unknown"  # may have been sent: never resent automatically
+
+
+@dataclass(frozen=True)
+class SendResult:
+    outcome: Outcome
+    message_id: str | None = None
+    reason: str = ""  # one human line, never the token
+    kind: str = ""  # for the circuit breaker; "" when sent
+    retry_after: float | None = None  # seconds, from Retry-After
+    http_status: int | None = None
+    raw: Any = None  # the parsed JSON answer, or the text body (truncated), or None
+
+
+@dataclass(frozen=True)
+class StatusResult:
+    known: bool  # False when the gateway cannot say right now: not a failure of the message
+    status: str | int | None  # the gateway's raw value: a name such as "READ_ACK" or a number 0-5
+    occurred_at: datetime | None  # messageC2STimestamp, aware UTC
+    raw: Any
+
+
+class WsapmeError(Exception):
+    """A transport problem or an HTTP error answer on a status check."""
+
+    def __init__(self, message: str, *, http_status: int | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.http_status = http_status
+        self.retry_after = retry_after
+
+
+# Failures come back with HTTP 200 and success:false; the reason is the only clue. Matched
+# in order on the lowercased reason: "not connected" must win over a mention of a number.
+_FAILURE_REASONS: tuple[tuple[tuple[str, ...], Outcome, str], ...] = (
+    (("unauthor", "forbidden", "token"), Outcome.BLOCKED, "unauthorized"),
+    (("offline", "disconnect", "not connected", "logged out"), Outcome.BLOCKED, "device_offline"),
+    (("too many", "rate limit"), Outcome.NOT_SENT, "rate_limited"),
+    (("number", "not registered", "invalid jid"), Outcome.REJECTED, "invalid_number"),
+)
+_FAILURE_FALLBACK = (Outcome.REJECTED, "rejected")
+
+# HTTP error answers to a send. Other 4xx are rejections; other codes (5xx, and redirects,
+# which are not followed because requests would turn the POST into a GET) may have sent it.
+_HTTP_OUTCOMES: dict[int, tuple[Outcome, str]] = {
+    401: (Outcome.BLOCKED, "unauthorized"),
+    403: (Outcome.BLOCKED, "unauthorized"),
+    408: (Outcome.NOT_SENT, "unavailable"),  # the gateway gave up waiting for our request
+    429: (Outcome.NOT_SENT, "rate_limited"),
+    503: (Outcome.NOT_SENT, "unavailable"),
+}
+
+
+class WsapmeClient:
+    """One gateway account: a session, a token and a timeout on every call."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 20.0,
+        session: requests.Session | None = None,
+    ):
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"WSAPME base URL must start with http:// or https://, not {base_url!r}")
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self._session = session or requests.Session()
+
+    def __repr__(self) -> str:
+        return f"WsapmeClient({self.base_url!r})"
+
+    def send(self, *, device: str, to: str, message: str) -> SendResult:
+        """Send one message; every gateway answer and transport problem comes back classified."""
+        try:
+            response = self._post("/v1/sendMessage2", {"device": device, "to": to, "message": message})
+        except requests.RequestException as exc:
+            outcome, kind, reason = self._transport_failure(exc)
+            result = SendResult(outcome, reason=reason, kind=kind)
+        else:
+            result = self._send_result(response)
+        if result.outcome != Outcome.SENT:
+            log.warning(
+                "WSAPME send via device %s: %s (%s): %s", device, result.outcome, result.kind, result.reason
+            )
+        return result
+
+    def message_status(self, *, device: str, message_id: str) -> StatusResult:
+        """A message's status as the gateway knows it; raises WsapmeError on transport or HTTP errors."""
+        try:
+            response = self._post("/v1/getMessageStatus", {"device": device, "messageId": message_id})
+        except requests.RequestException as exc:
+            raise WsapmeError(f"WSAPME status check failed: {self._transport_failure(exc)[2]}") from exc
+        body = _json(response)
+        if not 200 <= response.status_code < 300:
+            raise WsapmeError(
+                f"WSAPME status check failed: {self._http_reason(response.status_code, body)}",
+                http_status=response.status_code,
+                retry_after=_retry_after(response.headers.get("Retry-After")),
+            )
+        if not isinstance(body, dict):
+            raise WsapmeError("WSAPME status check failed: the answer is not a JSON object", http_status=200)
+        data = body.get("data") if isinstance(body.get("data"), dict) else {}
+        # The shape is undocumented: the status has been seen at the top and under data.
+        status = _first(data.get("status"), body.get("status"), data.get("ack"), body.get("ack"))
+        stamp = _first(data.get("messageC2STimestamp"), body.get("messageC2STimestamp"))
+        return StatusResult(
+            known=body.get("success", True) is not False and status is not None,
+            status=status,
+            occurred_at=_from_epoch(stamp),
+            raw=body,
+        )
+
+    def _post(self, path: str, payload: dict) -> requests.Response:
+        return self._session.post(
+            f"{self.base_url}{path}",
+            json=payload,
+            headers={"x-wsapme-token": self._token},
+            timeout=(self.connect_timeout, self.read_timeout),
+            allow_redirects=False,
+        )
+
+    def _send_result(self, response: requests.Response) -> SendResult:
+        code, body = response.status_code, _json(response)
+        common = {
+            "http_status": code,
+            "raw": body if body is not None else response.text[:RAW_TEXT_LIMIT],
+            "retry_after": _retry_after(response.headers.get("Retry-After")),
+        }
+        if not 200 <= code < 300:
+            outcome, kind = _HTTP_OUTCOMES.get(code) or (
+                _FAILURE_FALLBACK if 400 <= code < 500 else (Outcome.UNKNOWN, "bad_answer")
+            )
+            return SendResult(outcome, reason=self._http_reason(code, body), kind=kind, **common)
+        if not isinstance(body, dict):
+            return SendResult(
+                Outcome.UNKNOWN, reason="answer is not a JSON object", kind="bad_answer", **common
+            )
+        message_id = _message_id(body)
+        success = body.get("success", True)  # the older flat /v1/sendMessage answer has no success key
+        if success is True and message_id:
+            return SendResult(Outcome.SENT, message_id=message_id, **common)
+        if success is False and not message_id:
+            reason = self._line(_gateway_message(body) or "success:false without a reason")
+            outcome, kind = next(
+                ((o, k) for words, o, k in _FAILURE_REASONS if any(w in reason.lower() for w in words)),
+                _FAILURE_FALLBACK,
+            )
+            return SendResult(outcome, reason=reason, kind=kind, **common)
+        # No id, an id with success:false, or success neither true nor false: it may be sent.
+        reason = self._line(f"ambiguous answer: success={success!r}, messageId={message_id!r}")
+        return SendResult(Outcome.UNKNOWN, message_id=message_id, reason=reason, kind="bad_answer", **common)
+
+    def _transport_failure(self, exc: requests.RequestException) -> tuple[Outcome, str, str]:
+        """Outcome, kind and reason: only a failed connect proves the request was never written."""
+        if isinstance(exc, requests.ConnectTimeout):
+            return Outcome.NOT_SENT, "unavailable", f"connect timed out after {self.connect_timeout:g}s"
+        if isinstance(exc, requests.ConnectionError) and any(
+            isinstance(e, NewConnectionError) for e in _chain(exc)
+        ):
+            return Outcome.NOT_SENT, "unavailable", "could not connect (refused or no such host)"
+        if isinstance(exc, requests.ReadTimeout):
+            return Outcome.UNKNOWN, "timeout", f"read timed out after {self.read_timeout:g}s"
+        return Outcome.UNKNOWN, "bad_answer", f"no complete answer: {type(_chain(exc)[-1]).__name__}"
+
+    def _http_reason(self, code: int, body: Any) -> str:
+        message = _gateway_message(body) if isinstance(body, dict) else ""
+        return self._line(f"HTTP {code}: {message}" if message else f"HTTP {code}")
+
+    def _line(self, text: str) -> str:
+        """One short line, with the token blanked out in case the gateway echoes it."""
+        line = " ".join(text.split())[:REASON_LIMIT]
+        return line.replace(self._token, "***") if self._token else line
+
+
+def get_client() -> WsapmeClient:
+    """The client for the configured gateway: the real one with WSAPME_TOKEN, else the local sandbox."""
+    sandbox = getattr(settings, "WSAPME_SANDBOX", False)
+    token = settings.WSAPME_SANDBOX_TOKEN if sandbox else settings.WSAPME_TOKEN
+    if not settings.WSAPME_BASE_URL or not token:
+        raise ImproperlyConfigured("WSAPME_BASE_URL and WSAPME_TOKEN must be set outside sandbox mode")
+    return WsapmeClient(
+        settings.WSAPME_BASE_URL,
+        token,
+        connect_timeout=float(getattr(settings, "WSAPME_CONNECT_TIMEOUT", 5)),
+        read_timeout=float(getattr(settings, "WSAPME_READ_TIMEOUT", 20)),
+    )
+
+
+def _json(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:  # requests' JSONDecodeError is a ValueError
+        return None
+
+
+def _message_id(body: dict) -> str | None:
+    data = body.get("data") if isinstance(body.get("data"), dict) else {}
+    key = data.get("key") if isinstance(data.get("key"), dict) else {}
+    found = _first(body.get("messageId"), key.get("id"), data.get("messageId"))
+    return str(found) if found is not None else None
+
+
+def _gateway_message(body: dict) -> str:
+    return str(_first(body.get("message"), body.get("error")) or "")
+
+
+def _first(*values: Any) -> str | int | None:
+    """The first value that is a non-empty string or an int (bool is an int, but not a value)."""
+    for value in values:
+        if (isinstance(value, str) and value.strip()) or (
+            isinstance(value, int) and not isinstance(value, bool)
+        ):
+            return value
+    return None
+
+
+def _from_epoch(value: str | int | None) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(float(value), tz=UTC) if value is not None else None
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP-date), capped at an hour."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER) if math.isfinite(seconds) else None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and everything it wraps: causes, contexts, and urllib3's args and .reason."""
+    found: list[BaseException] = []
+    todo = [exc]
+    while todo:
+        current = todo.pop(0)
+        if any(current is seen for seen in found):
+            continue
+        found.append(current)
+        wrapped = (current.__cause__, current.__context__, getattr(current, "reason", None), *current.args)
+        todo.extend(e for e in wrapped if isinstance(e, BaseException))
+    return found
