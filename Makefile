@@ -18,10 +18,13 @@ $(VENV)/.installed: requirements.txt
 .env:
 	@$(PYTHON) -c "import secrets; t = secrets.token_urlsafe; \
 	print('# Made by make run for local development; every variable is in .env.example.'); \
-	print('DEBUG=true'); print('SECRET_KEY=' + t(50)); print('DJANGO_SUPERUSER_PASSWORD=' + t(12))" > $@
+	print('DEBUG=true'); print('SECRET_KEY=' + t(50)); print('DJANGO_SUPERUSER_PASSWORD=' + t(12)); \
+	print('WSAPME_WEBHOOK_SECRETS=' + t(24))" > $@
 	@echo "Wrote .env (local development settings)."
 
 run: install .env
+	@grep -q '^WSAPME_WEBHOOK_SECRETS=.' .env || $(PYTHON) -c "import secrets; \
+	print('WSAPME_WEBHOOK_SECRETS=' + secrets.token_urlsafe(24))" >> .env
 	$(PY) manage.py migrate --noinput
 	@$(PY) manage.py shell -c "import os; from django.contrib.auth import get_user_model as U; \
 	U().objects.filter(username='admin').exists() or \

@@ -119,7 +119,11 @@ class BlastAdmin(admin.ModelAdmin):
         )
         obj.pk = created.blast.pk
         obj.refresh_from_db()
-        messages.info(request, f"{created.created} recipients added, {created.duplicates} duplicates dropped")
+        messages.info(
+            request,
+            f"{created.created} recipients added, {created.duplicates} duplicates dropped, "
+            f"{created.opted_out} opted out (skipped)",
+        )
 
     def response_add(self, request, obj, post_url_continue=None):
         response = super().response_add(request, obj, post_url_continue)

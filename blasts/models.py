@@ -106,6 +106,10 @@ class BlastRecipient(models.Model):
     claimed_until = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # Polling getMessageStatus: on a back-off ladder since sending, until the status is final.
+    polls = models.PositiveSmallIntegerField(default=0)
+    next_poll_at = models.DateTimeField(null=True, blank=True)
+    reply_text = models.TextField(blank=True, help_text="The recipient's first reply.")
 
     class Meta:
         ordering = ["id"]
@@ -115,6 +119,8 @@ class BlastRecipient(models.Model):
         indexes = [
             models.Index(fields=["blast", "status"], name="recipient_blast_status"),
             models.Index(fields=["status", "claimed_until"], name="recipient_status_lease"),
+            models.Index(fields=["next_poll_at"], name="recipient_next_poll"),
+            models.Index(fields=["phone", "sent_at"], name="recipient_phone_sent"),
         ]
 
     def __str__(self):
@@ -205,3 +211,40 @@ class OptOut(models.Model):
 
     def __str__(self):
         return self.phone
+
+
+class WebhookEvent(models.Model):
+    """Every authenticated WSAPME callback, stored raw before we answer, and what became of it."""
+
+    class Kind(models.TextChoices):
+        STATUS = "status", "Status"
+        REPLY = "reply", "Reply"
+        UNKNOWN = "unknown", "Not understood"
+
+    class State(models.TextChoices):
+        APPLIED = "applied", "Applied"
+        NO_CHANGE = "no_change", "No change (duplicate or older)"
+        WAITING = "waiting", "Waiting for its message id"
+        UNATTRIBUTED = "unattributed", "Reply from no recent recipient"
+        IGNORED = "ignored", "Ignored (status not understood)"
+        REVIEW = "review", "Needs review (shape not understood)"
+
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    body = models.JSONField(null=True, blank=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    state = models.CharField(max_length=12, choices=State.choices)
+    message_id = models.CharField(max_length=64, blank=True, db_index=True)
+    status = models.CharField(max_length=20, blank=True, help_text="The status as the gateway wrote it.")
+    phone = models.CharField(max_length=16, blank=True)
+    occurred_at = models.DateTimeField(null=True, blank=True, help_text="The gateway's time, when given.")
+    recipient = models.ForeignKey(
+        BlastRecipient, null=True, blank=True, on_delete=models.SET_NULL, related_name="webhook_events"
+    )
+    note = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        indexes = [models.Index(fields=["state", "received_at"], name="webhook_state_time")]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} {self.message_id or self.phone} ({self.state})"

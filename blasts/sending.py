@@ -33,6 +33,7 @@ from .models import Blast, BlastRecipient, Device, OptOut, StatusHistory
 from .pacing import device_block, device_reserve_slot
 from .recipients import message_render
 from .services import blast_pause, blast_queue, recipient_advance
+from .tracking import poll_after, webhook_events_apply_waiting
 from .wsapme import Outcome, SendResult, WsapmeClient
 
 log = logging.getLogger(__name__)
@@ -163,8 +164,15 @@ def _record(recipient: BlastRecipient, blast: Blast, result: SendResult, rng: ra
     now = timezone.now()
     common = {"recipient": recipient.pk, "source": Source.SEND, "raw": result.raw}
     if result.outcome == Outcome.SENT:
-        also = {**UNCLAIM, "message_id": result.message_id, "send_response": result.raw, "failure_reason": ""}
+        also = {
+            **UNCLAIM,
+            "message_id": result.message_id,
+            "send_response": result.raw,
+            "failure_reason": "",
+            "next_poll_at": poll_after(now, 0),
+        }
         recipient_advance(status=Status.PENDING, also=also, **common)
+        webhook_events_apply_waiting(message_id=result.message_id)  # acks that beat this commit
         outcome = "sent"
     elif result.outcome == Outcome.REJECTED:
         recipient_advance(status=Status.FAILED, reason=result.reason, also=UNCLAIM, **common)

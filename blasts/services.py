@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from .models import Blast, BlastRecipient, StatusHistory
+from .models import Blast, BlastRecipient, OptOut, StatusHistory
 from .recipients import ParsedRecipients
 from .statuses import STAGE_TIME_FIELDS, can_move
 
@@ -82,6 +82,7 @@ class BlastCreated:
     blast: Blast
     created: int
     duplicates: int
+    opted_out: int  # created as SKIPPED: the number is on the opt-out list
 
 
 def blast_create(
@@ -95,7 +96,10 @@ def blast_create(
     parent: Blast | None = None,
     created_by=None,
 ) -> BlastCreated:
-    """Create a draft blast with its recipients (all QUEUED), or raise ValidationError and create nothing."""
+    """Create a draft blast with its recipients, or raise ValidationError and create nothing.
+
+    Recipients start QUEUED; numbers on the opt-out list start SKIPPED, with the reason.
+    """
     if recipients.errors:
         raise ValidationError({"recipients": recipients.errors})
     blast = Blast(
@@ -114,7 +118,12 @@ def blast_create(
             (BlastRecipient(blast=blast, phone=r.phone, name=r.name) for r in recipients.recipients),
             batch_size=1000,
         )
-    return BlastCreated(blast, len(recipients.recipients), recipients.duplicates)
+        opted_out = blast.recipients.filter(phone__in=OptOut.objects.values("phone")).values_list("pk", flat=True)
+        skipped = sum(
+            recipient_advance(recipient=pk, status=Status.SKIPPED, source=Source.SEND, reason="Opted out")
+            for pk in list(opted_out)
+        )
+    return BlastCreated(blast, len(recipients.recipients), recipients.duplicates, skipped)
 
 
 def _blast_move(blast: Blast, *, to: Blast.State, allowed_from, reason: str = "", **fields) -> bool:

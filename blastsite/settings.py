@@ -36,6 +36,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
     "blasts",
 ]
 
@@ -110,6 +112,12 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -154,3 +162,17 @@ SEND_LEASE_SECONDS = env.float("SEND_LEASE_SECONDS", default=60.0)
 SEND_MAX_ATTEMPTS = env.int("SEND_MAX_ATTEMPTS", default=6)
 SEND_BACKOFF_CAP_SECONDS = env.float("SEND_BACKOFF_CAP_SECONDS", default=300.0)
 BLAST_STALE_AFTER_HOURS = env.float("BLAST_STALE_AFTER_HOURS", default=6.0)
+
+# Status tracking. WSAPME cannot sign its callbacks, so the webhook checks a secret of ours
+# (header X-Webhook-Token, HTTP Basic password, or ?token=). Two may be live while rotating.
+WSAPME_WEBHOOK_SECRETS = env.list("WSAPME_WEBHOOK_SECRETS", default=[])
+if not WSAPME_WEBHOOK_SECRETS and not DEBUG:
+    raise ImproperlyConfigured("WSAPME_WEBHOOK_SECRETS must be set when DEBUG is off (the webhook's secret).")
+WEBHOOK_MAX_BYTES = env.int("WEBHOOK_MAX_BYTES", default=64 * 1024)
+REPLY_ATTRIBUTION_HOURS = env.float("REPLY_ATTRIBUTION_HOURS", default=72.0)
+OPT_OUT_WORDS = env.list(
+    "OPT_OUT_WORDS", default=["STOP", "UNSUBSCRIBE", "UNSUB", "BERHENTI", "OPT OUT", "STOP ALL"]
+)
+UNKNOWN_MATCH_MINUTES = env.float("UNKNOWN_MATCH_MINUTES", default=30.0)
+POLL_CONCURRENCY = env.int("POLL_CONCURRENCY", default=4)
+POLL_RATE_PER_SECOND = env.float("POLL_RATE_PER_SECOND", default=10.0)

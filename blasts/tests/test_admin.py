@@ -43,7 +43,7 @@ def test_marketer_creates_a_blast_by_pasting_recipients(admin_client, admin_user
         ("+60198765432", ""),
     ]
     messages = [str(m) for m in response.wsgi_request._messages]
-    assert "2 recipients added, 1 duplicates dropped" in messages
+    assert "2 recipients added, 1 duplicates dropped, 0 opted out (skipped)" in messages
 
 
 def test_marketer_creates_a_blast_from_a_csv_upload(admin_client):

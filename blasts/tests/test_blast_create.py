@@ -1,7 +1,7 @@
 import pytest
 from django.core.exceptions import ValidationError
 
-from blasts.models import Blast, BlastRecipient
+from blasts.models import Blast, BlastRecipient, OptOut
 from blasts.recipients import parse_recipients, rows_from_text
 from blasts.services import blast_create
 
@@ -37,3 +37,12 @@ def test_missing_blast_fields_create_nothing(db):
         create("0123456789", tag="", device="")
     assert set(excinfo.value.message_dict) == {"tag", "device"}
     assert not Blast.objects.exists()
+
+
+def test_opted_out_numbers_are_created_skipped_with_the_reason(db):
+    OptOut.objects.create(phone="+60198765432", reason="replied STOP")
+    created = create("0123456789\n0198765432")
+    assert created.opted_out == 1
+    skipped = created.blast.recipients.get(phone="+60198765432")
+    assert (skipped.status, skipped.failure_reason) == (BlastRecipient.Status.SKIPPED, "Opted out")
+    assert created.blast.recipients.get(phone="+60123456789").status == BlastRecipient.Status.QUEUED

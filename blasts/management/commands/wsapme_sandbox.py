@@ -25,8 +25,15 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, host, port, seed, latency, webhook_url, set, **options):
+        secrets = settings.WSAPME_WEBHOOK_SECRETS
         config = SandboxConfig(
-            token=settings.WSAPME_SANDBOX_TOKEN, seed=seed, latency=latency, webhook_url=webhook_url
+            token=settings.WSAPME_SANDBOX_TOKEN,
+            seed=seed,
+            latency=latency,
+            webhook_url=webhook_url,
+            webhook_headers={"X-Webhook-Token": secrets[0]}
+            if secrets
+            else {},  # authenticates like WSAPME's URL
         )
         try:
             config.update(dict(_knob(item) for item in set))

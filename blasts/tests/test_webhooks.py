@@ -1,0 +1,325 @@
+"""POST /api/webhook/wsapme: authentication, every payload shape, duplicates, races, replies, bad input."""
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from django.db import OperationalError
+from django.test import Client
+from django.utils import timezone
+
+from blasts.models import BlastRecipient, OptOut, StatusHistory, WebhookEvent
+from blasts.sending import _record
+from blasts.services import recipient_advance
+from blasts.wsapme import Outcome, SendResult
+
+from .conftest import make_blast
+
+Status = BlastRecipient.Status
+State = WebhookEvent.State
+FIXTURES = Path(__file__).parent / "fixtures"
+MESSAGE_ID = "3EB0WM0F161ED1BD7A6532"
+SECRET, NEXT_SECRET = "test-webhook-secret", "test-webhook-secret-next"  # pytest.ini
+URL = "/api/webhook/wsapme"
+
+
+def fixture(name):
+    return json.loads((FIXTURES / f"{name}.json").read_text())
+
+
+def post(body, *, client=None, url=URL, headers=None, content_type="application/json"):
+    data = body if isinstance(body, bytes | str) else json.dumps(body)
+    headers = {"X-Webhook-Token": SECRET} if headers is None else headers
+    return (client or Client()).post(url, data=data, content_type=content_type, headers=headers)
+
+
+@pytest.fixture
+def sent(db):
+    """A recipient (+60123456789) whose send stored MESSAGE_ID, as the sender leaves it."""
+    blast = make_blast(0)
+    recipient = BlastRecipient.objects.create(blast=blast, phone="+60123456789", name="Aisyah")
+    recipient_advance(recipient=recipient, status=Status.PENDING, source=StatusHistory.Source.SEND)
+    BlastRecipient.objects.filter(pk=recipient.pk).update(message_id=MESSAGE_ID)
+    recipient.refresh_from_db()
+    return recipient
+
+
+def nothing_written(recipient):
+    recipient.refresh_from_db()
+    return (
+        WebhookEvent.objects.count() == 0
+        and recipient.history.count() == 1
+        and recipient.status == Status.PENDING
+    )
+
+
+# --- authentication -------------------------------------------------------------------------------
+
+
+def test_a_request_without_the_secret_is_401_and_writes_nothing(sent):
+    response = post(fixture("ack_nested"), headers={})
+    assert response.status_code == 401 and response["WWW-Authenticate"].startswith("Basic")
+    assert nothing_written(sent)
+
+
+@pytest.mark.parametrize(
+    ("url", "headers"),
+    [
+        (URL, {"X-Webhook-Token": "wrong"}),
+        (URL + "?token=wrong", {}),
+        (URL + "/wrong", {}),
+        (URL, {"Authorization": "Basic " + base64.b64encode(b"wsapme:wrong").decode()}),
+        (URL, {"Authorization": "Basic !!not-base64!!"}),
+        (URL, {"X-Webhook-Token": SECRET[:-1]}),
+    ],
+)
+def test_a_wrong_secret_is_403_and_writes_nothing(sent, url, headers):
+    assert post(fixture("ack_nested"), url=url, headers=headers).status_code == 403
+    assert nothing_written(sent)
+
+
+@pytest.mark.parametrize("secret", [SECRET, NEXT_SECRET])
+@pytest.mark.parametrize(
+    ("url", "headers"),
+    [
+        (URL, "header"),
+        (URL + "/", "header"),
+        (URL + "?token={}", None),
+        (URL + "/{}", None),
+        (URL, "basic"),
+        (URL, "bearer"),
+    ],
+)
+def test_every_way_of_giving_either_live_secret_is_accepted(sent, secret, url, headers):
+    given = {
+        "header": {"X-Webhook-Token": secret},
+        "basic": {"Authorization": "Basic " + base64.b64encode(f"wsapme:{secret}".encode()).decode()},
+        "bearer": {"Authorization": f"Bearer {secret}"},
+        None: {},
+    }[headers]
+    assert post(fixture("ack_nested"), url=url.format(secret), headers=given).status_code == 200
+    sent.refresh_from_db()
+    assert sent.status == Status.DELIVERY_ACK
+
+
+def test_the_webhook_needs_no_csrf_token_and_only_takes_post(sent):
+    client = Client(enforce_csrf_checks=True)
+    assert post(fixture("ack_nested"), client=client).status_code == 200
+    assert client.get(URL, headers={"X-Webhook-Token": SECRET}).status_code == 405
+
+
+# --- shapes ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("shape", "status", "gateway_time"),
+    [
+        ("ack_nested", Status.DELIVERY_ACK, 1634061785),
+        ("ack_nested_numeric", Status.READ_ACK, 1634061790),
+        ("ack_flat", Status.READ_ACK, None),
+        ("ack_flat_ack", Status.DELIVERY_ACK, 1634061785),
+    ],
+)
+def test_each_ack_shape_is_applied_through_the_ledger(sent, shape, status, gateway_time):
+    response = post(fixture(shape))
+
+    assert response.status_code == 200 and response.json() == {"received": 1, "states": ["applied"]}
+    sent.refresh_from_db()
+    assert sent.status == status
+    entry = sent.history.latest("id")
+    assert (entry.source, entry.raw) == (StatusHistory.Source.WEBHOOK, fixture(shape))
+    expected = datetime.fromtimestamp(gateway_time, UTC) if gateway_time else None
+    assert entry.occurred_at == expected
+    event = WebhookEvent.objects.get()
+    assert (event.kind, event.state, event.message_id, event.recipient) == (
+        "status",
+        "applied",
+        MESSAGE_ID,
+        sent,
+    )
+
+
+def test_error_before_delivery_fails_the_recipient(sent):
+    post({"messageId": MESSAGE_ID, "status": "ERROR"})
+    sent.refresh_from_db()
+    assert sent.status == Status.FAILED and "ERROR" in sent.failure_reason
+
+
+def test_an_unknown_status_is_kept_and_changes_nothing(sent):
+    assert post({"messageId": MESSAGE_ID, "status": "EXPLODED"}).json()["states"] == ["ignored"]
+    sent.refresh_from_db()
+    assert sent.status == Status.PENDING
+    assert "EXPLODED" in WebhookEvent.objects.get().note
+
+
+def test_an_unknown_shape_is_stored_for_review_and_answered_200(db):
+    assert post(fixture("unknown_shape")).json()["states"] == ["review"]
+    assert WebhookEvent.objects.get().body == fixture("unknown_shape")
+
+
+def test_a_list_of_events_is_applied_in_order(sent):
+    events = [
+        {"messageId": MESSAGE_ID, "status": "SERVER_ACK"},
+        {"messageId": MESSAGE_ID, "status": "READ_ACK"},
+    ]
+    assert post(events).json()["states"] == ["applied", "applied"]
+    sent.refresh_from_db()
+    assert sent.status == Status.READ_ACK
+
+
+# --- duplicates, order, races ---------------------------------------------------------------------
+
+
+def test_an_event_delivered_ten_times_leaves_one_history_row(sent):
+    states = [post(fixture("ack_nested")).json()["states"][0] for _ in range(10)]
+    assert states == ["applied"] + ["no_change"] * 9
+    assert sent.history.filter(to_status=Status.DELIVERY_ACK).count() == 1
+    assert WebhookEvent.objects.count() == 10  # every delivery is kept raw
+
+
+def test_a_late_delivery_ack_does_not_undo_read(sent):
+    post(fixture("ack_flat"))
+    assert post(fixture("ack_nested")).json()["states"] == ["no_change"]
+    sent.refresh_from_db()
+    assert sent.status == Status.READ_ACK
+
+
+def test_an_ack_that_beats_the_send_is_applied_when_the_send_stores_the_id(db):
+    blast = make_blast(1)
+    recipient = blast.recipients.get()
+    early = {"messageId": "EARLY123", "status": "SERVER_ACK"}
+
+    assert post(early).json()["states"] == ["waiting"]
+
+    recipient_advance(recipient=recipient, status=Status.SENDING, source=StatusHistory.Source.SEND)
+    recipient.refresh_from_db()
+    _record(
+        recipient, blast, SendResult(Outcome.SENT, message_id="EARLY123", raw={"messageId": "EARLY123"}), None
+    )
+
+    recipient.refresh_from_db()
+    assert recipient.status == Status.SERVER_ACK
+    assert WebhookEvent.objects.get().state == State.APPLIED
+
+
+def test_an_ack_for_an_unknown_send_adopts_its_message_id(db):
+    recipient = make_blast(1).recipients.get()
+    recipient_advance(recipient=recipient, status=Status.SENDING, source=StatusHistory.Source.SEND)
+    recipient_advance(recipient=recipient, status=Status.UNKNOWN, source=StatusHistory.Source.SEND)
+    jid = recipient.phone.lstrip("+") + "@s.whatsapp.net"
+    now = int(timezone.now().timestamp())
+    ack = {
+        "key": {"remoteJid": jid, "fromMe": True, "id": "ADOPTME"},
+        "status": "SERVER_ACK",
+        "messageC2STimestamp": now,
+    }
+
+    assert post(ack).json()["states"] == ["applied"]
+
+    recipient.refresh_from_db()
+    assert (recipient.message_id, recipient.status) == ("ADOPTME", Status.SERVER_ACK)
+    assert "adopted" in WebhookEvent.objects.get().note
+
+
+def test_no_guessing_when_two_unknown_sends_could_match(db):
+    blast_a, blast_b = make_blast(0), make_blast(0)
+    for blast in (blast_a, blast_b):
+        recipient = BlastRecipient.objects.create(blast=blast, phone="+60123456789")
+        recipient_advance(recipient=recipient, status=Status.SENDING, source=StatusHistory.Source.SEND)
+        recipient_advance(recipient=recipient, status=Status.UNKNOWN, source=StatusHistory.Source.SEND)
+    ack = {"key": {"remoteJid": "60123456789@s.whatsapp.net", "fromMe": True, "id": "WHICH"}, "status": 2}
+    assert post(ack).json()["states"] == ["waiting"]
+    assert not BlastRecipient.objects.filter(message_id="WHICH").exists()
+
+
+# --- replies and opt-outs -------------------------------------------------------------------------
+
+
+def test_a_reply_marks_the_most_recent_sent_recipient_replied_with_its_words(sent):
+    older_blast = make_blast(0)
+    older = BlastRecipient.objects.create(blast=older_blast, phone=sent.phone)
+    recipient_advance(recipient=older, status=Status.PENDING, source=StatusHistory.Source.SEND)
+    BlastRecipient.objects.filter(pk=older.pk).update(sent_at=timezone.now() - timedelta(hours=5))
+    reply = {**fixture("reply"), "timestamp": int(timezone.now().timestamp())}
+
+    assert post(reply).json()["states"] == ["applied"]
+
+    sent.refresh_from_db()
+    assert (sent.status, sent.reply_text) == (Status.REPLIED, "Hi, interested")
+    assert sent.read_at is not None and sent.delivered_at is not None  # a reply proves both
+    assert BlastRecipient.objects.get(pk=older.pk).status == Status.PENDING
+
+
+def test_a_reply_after_the_attribution_window_is_kept_but_marks_no_one(sent, settings):
+    settings.REPLY_ATTRIBUTION_HOURS = 72
+    BlastRecipient.objects.filter(pk=sent.pk).update(sent_at=timezone.now() - timedelta(hours=73))
+    assert post({**fixture("reply"), "timestamp": int(timezone.now().timestamp())}).json()["states"] == [
+        "unattributed"
+    ]
+    sent.refresh_from_db()
+    assert sent.status == Status.PENDING
+
+
+@pytest.mark.parametrize("text", ["STOP", "stop.", " Berhenti ", "Unsubscribe!", "stop all"])
+def test_opt_out_words_put_the_number_on_the_suppression_list(sent, text):
+    post({**fixture("reply"), "message": text, "timestamp": int(timezone.now().timestamp())})
+    assert OptOut.objects.filter(phone="+60123456789").exists()
+    sent.refresh_from_db()
+    assert sent.status == Status.REPLIED
+
+
+def test_a_reply_that_merely_mentions_stop_is_not_an_opt_out(sent):
+    post(
+        {
+            **fixture("reply"),
+            "message": "Don't stop sending deals!",
+            "timestamp": int(timezone.now().timestamp()),
+        }
+    )
+    assert not OptOut.objects.exists()
+
+
+def test_a_duplicate_reply_changes_nothing_more(sent):
+    reply = {**fixture("reply"), "timestamp": int(timezone.now().timestamp())}
+    assert [post(reply).json()["states"][0] for _ in range(3)] == ["applied", "no_change", "no_change"]
+    assert sent.history.filter(to_status=Status.REPLIED).count() == 1
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        (b"{not json", "application/json", 400),
+        (b"\xff\xfe{}", "application/json", 400),
+        (b'{"messageId": NaN}', "application/json", 400),
+        (b'{"messageId": "a\\u0000b", "status": 2}', "application/json", 400),
+        (b'{"messageId": "\\ud800", "status": 2}', "application/json", 400),
+        (b"[" * 5000 + b"]" * 5000, "application/json", 400),
+        (b"messageId=1&status=2", "application/x-www-form-urlencoded", 415),
+        (b"x" * (64 * 1024 + 1), "application/json", 413),
+        (json.dumps([{"messageId": MESSAGE_ID, "status": 2}] * 101).encode(), "application/json", 413),
+    ],
+)
+def test_bad_input_is_a_4xx_and_writes_nothing(sent, body, content_type, status):
+    assert post(body, content_type=content_type).status_code == status
+    assert nothing_written(sent)
+
+
+def test_an_event_that_cannot_be_stored_is_a_503_so_wsapme_sends_it_again(sent):
+    with mock.patch.object(WebhookEvent, "save", side_effect=OperationalError("database is gone")):
+        response = post(fixture("ack_nested"))
+    assert response.status_code == 503 and response["Retry-After"]
+
+
+@pytest.mark.parametrize(
+    "body", [[], 3, b"\"text\"", None, {"messageId": ["x"], "status": 2}, {"messageId": "x" * 65}]
+)
+def test_json_that_is_not_an_event_is_stored_for_review(db, body):
+    response = post(body)
+    assert response.status_code == 200
+    assert set(WebhookEvent.objects.values_list("state", flat=True)) <= {"review"}
