@@ -118,7 +118,9 @@ def blast_create(
             (BlastRecipient(blast=blast, phone=r.phone, name=r.name) for r in recipients.recipients),
             batch_size=1000,
         )
-        opted_out = blast.recipients.filter(phone__in=OptOut.objects.values("phone")).values_list("pk", flat=True)
+        opted_out = blast.recipients.filter(phone__in=OptOut.objects.values("phone")).values_list(
+            "pk", flat=True
+        )
         skipped = sum(
             recipient_advance(recipient=pk, status=Status.SKIPPED, source=Source.SEND, reason="Opted out")
             for pk in list(opted_out)

@@ -120,7 +120,8 @@ def _apply(record: WebhookEvent, event: StatusEvent | ReplyEvent | None) -> None
 
 def _apply_status(record: WebhookEvent, event: StatusEvent) -> None:
     if event.status is None:
-        record.state, record.note = State.IGNORED, f"Unknown status {str(event.raw_status)[:40]!r}."
+        # repr() may grow the text (escapes), and the note column holds 255 characters.
+        record.state, record.note = State.IGNORED, f"Unknown status {str(event.raw_status)[:40]!r}."[:255]
         return
     recipient_id = (
         BlastRecipient.objects.filter(message_id=event.message_id).values_list("pk", flat=True).first()

@@ -4,7 +4,16 @@ from rest_framework.routers import SimpleRouter
 from .api import BlastViewSet
 from .webhooks import wsapme_webhook
 
-router = SimpleRouter(trailing_slash="/?")
+
+class OptionalSlashRouter(SimpleRouter):
+    """The roadmap writes /api/blasts/1/send, Django style writes a final slash: take both."""
+
+    def __init__(self):
+        super().__init__()
+        self.trailing_slash = "/?"
+
+
+router = OptionalSlashRouter()
 router.register("blasts", BlastViewSet, basename="blast")
 
 urlpatterns = [

@@ -25,6 +25,7 @@ from .tracking import ReplyEvent, StatusEvent, webhook_event_receive
 
 log = logging.getLogger(__name__)
 MAX_EVENTS = 100  # events in one batched body
+MAX_DEPTH = 32  # real payloads nest 4 deep; deeper is refused before anything recurses over it
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
@@ -34,7 +35,7 @@ def _epoch(value: Any) -> datetime | None:
         return None
     try:
         seconds = float(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number, or an integer beyond float range
         return None
     if seconds > 1e11:  # milliseconds
         seconds /= 1000
@@ -113,6 +114,18 @@ def _error(status: int, message: str, **headers) -> JsonResponse:
     return response
 
 
+def _too_deep(body: Any) -> bool:
+    """Whether the JSON nests deeper than MAX_DEPTH, found without recursion."""
+    stack = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
@@ -131,10 +144,13 @@ def _read_json(request) -> tuple[Any, JsonResponse | None]:
     try:
         text = raw.decode("utf-8")
         body = json.loads(text, parse_constant=_reject_constant)
-        # PostgreSQL's jsonb stores neither NUL characters nor lone surrogates.
+        if _too_deep(body):
+            raise RecursionError
+        # The database stores no NUL characters, lone surrogates, or numbers beyond float
+        # range (1e400 reads as inf): refuse them here rather than fail to store them.
         if "\\u0000" in text or "\x00" in text:
             raise ValueError("NUL characters are not allowed")
-        json.dumps(body, ensure_ascii=False).encode("utf-8")
+        json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except UnicodeError:
         return None, _error(400, "The body is not UTF-8 text.")
     except RecursionError:

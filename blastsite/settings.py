@@ -3,6 +3,8 @@
 Every variable is documented in `.env.example`.
 """
 
+import os
+import tempfile
 from pathlib import Path
 
 import environ
@@ -85,6 +87,9 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
+    # Tests use a file too, not shared-cache memory, so threads and the live server lock as in
+    # production; one per process, so two test runs never share it.
+    _db.setdefault("TEST", {"NAME": str(Path(tempfile.gettempdir()) / f"blasts-test-{os.getpid()}.sqlite3")})
 elif _db["ENGINE"] == "django.db.backends.postgresql":
     _db["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
     _db["CONN_HEALTH_CHECKS"] = True

@@ -317,7 +317,7 @@ def test_an_event_that_cannot_be_stored_is_a_503_so_wsapme_sends_it_again(sent):
 
 
 @pytest.mark.parametrize(
-    "body", [[], 3, b"\"text\"", None, {"messageId": ["x"], "status": 2}, {"messageId": "x" * 65}]
+    "body", [[], 3, b'"text"', None, {"messageId": ["x"], "status": 2}, {"messageId": "x" * 65}]
 )
 def test_json_that_is_not_an_event_is_stored_for_review(db, body):
     response = post(body)
