@@ -459,6 +459,7 @@ def test_the_command_serves_the_sandbox(tmp_path):
         assert f"WSAPME sandbox on http://127.0.0.1:{port}" in line and "No real WhatsApp message" in line
         config = requests.get(f"http://127.0.0.1:{port}/_sandbox/config").json()
         assert (config["p_reply"], config["token"]) == (1, settings.WSAPME_SANDBOX_TOKEN)
+        assert config["webhook_headers"] == {"X-Webhook-Token": settings.WSAPME_WEBHOOK_SECRETS[0]}
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -16,7 +16,9 @@ SHOW = "import json, django; from django.conf import settings as s; django.setup
 
 def read_settings(attr="s.DATABASES['default']", **env):
     clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DEBUG", "SECRET_KEY"}}
-    clean.update(ENV_FILE="/nonexistent", DJANGO_SETTINGS_MODULE="blastsite.settings", **env)
+    clean = {k: v for k, v in clean.items() if not (k in env and env[k] is None)}  # KEY=None removes KEY
+    clean.update(ENV_FILE="/nonexistent", DJANGO_SETTINGS_MODULE="blastsite.settings")
+    clean.update({k: v for k, v in env.items() if v is not None})
     return subprocess.run(
         [sys.executable, "-c", SHOW.format(attr=attr)], cwd=ROOT, env=clean, capture_output=True, text=True
     )
@@ -72,3 +74,11 @@ def test_env_example_documents_every_variable_settings_read():
     read = set(re.findall(r'env\.\w+\(\s*"([A-Z_]+)"', source))
     documented = set(re.findall(r"^([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.MULTILINE))
     assert read and read <= documented
+
+
+def test_without_debug_the_webhook_secret_is_required():
+    result = read_settings(SECRET_KEY=GOOD_KEY, WSAPME_WEBHOOK_SECRETS=None)
+    assert result.returncode != 0
+    assert "WSAPME_WEBHOOK_SECRETS must be set when DEBUG is off" in result.stderr
+    both = read_settings("s.WSAPME_WEBHOOK_SECRETS", SECRET_KEY=GOOD_KEY, WSAPME_WEBHOOK_SECRETS="new,old")
+    assert json.loads(both.stdout) == ["new", "old"]
