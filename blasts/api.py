@@ -1,19 +1,243 @@
-"""The REST API: read-only viewsets with filters; state changes are actions that call one service."""
+"""The REST API: read-only viewsets with filters; every state change is an action that calls one service."""
 
-from rest_framework import viewsets
+import csv
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import mixins, renderers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.filters import OrderingFilter
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
-from .models import Blast
+from .filters import STAGES, BlastFilter, RecipientFilter
+from .models import Blast, BlastRecipient, StatusHistory
+from .selectors import blast_funnels, blast_stuck
+from .serializers import (
+    STATUS_NAMES,
+    BlastCreatedSerializer,
+    BlastCreateSerializer,
+    BlastSerializer,
+    CheckStatusSerializer,
+    HistorySerializer,
+    MarkSerializer,
+    MetricsSerializer,
+    RecipientSerializer,
+    StuckSerializer,
+)
+from .services import blast_cancel, blast_pause, blast_queue, blast_resume, recipient_advance
 from .tracking import poll_due
 from .wsapme import get_client
 
+Status = BlastRecipient.Status
+CSV_FIELDS = ["phone", "name", "status", "message_id", "sent_at", "delivered_at", "read_at", "replied_at",
+              "closed_at", "failure_reason", "reply_text"]  # fmt: skip
 
-class BlastViewSet(viewsets.GenericViewSet):
+
+class Pagination(PageNumberPagination):
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class CSVRenderer(renderers.BaseRenderer):
+    """Lets ?format=csv through content negotiation; the view streams the file itself."""
+
+    media_type, format = "text/csv", "csv"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return b""
+
+
+class _Echo:
+    def write(self, value):
+        return value
+
+
+FREE_TEXT = {"name", "failure_reason", "reply_text"}
+
+
+def _cell(field: str, value):
+    if field == "status":
+        return Status(value).name
+    if field in FREE_TEXT and isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+        return "'" + value  # a name or reply is never run as a spreadsheet formula
+    return value
+
+
+def _csv_response(recipients, filename: str) -> StreamingHttpResponse:
+    """Stream the recipients as CSV, a chunk at a time (never all in memory)."""
+    writer = csv.writer(_Echo())
+
+    def rows():
+        yield writer.writerow(CSV_FIELDS)
+        for row in recipients.values(*CSV_FIELDS).iterator(chunk_size=2000):
+            yield writer.writerow([_cell(field, row[field]) for field in CSV_FIELDS])
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def _conflict(exc: DjangoValidationError) -> Response:
+    return Response({"detail": exc.messages[0]}, status=status.HTTP_409_CONFLICT)
+
+
+class BlastViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
+):
+    """Blasts with their funnel metrics; filters by date, tag, follow-up stage and state."""
+
     queryset = Blast.objects.all()
+    serializer_class = BlastSerializer
+    pagination_class = Pagination
+    filterset_class = BlastFilter
+    filter_backends = [*viewsets.GenericViewSet.filter_backends, OrderingFilter]
+    ordering_fields = ["created_at", "tag", "follow_up_stage", "state", "id"]
+    ordering = ["-created_at", "-id"]
 
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "funnels": getattr(self, "funnels", {})}
+
+    def _with_funnels(self, blasts):
+        self.funnels = blast_funnels(blast.pk for blast in blasts)  # one query for the whole page
+        return self.get_serializer(blasts, many=True).data
+
+    def list(self, request, *args, **kwargs):
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        return self.get_paginated_response(self._with_funnels(page))
+
+    @extend_schema(responses=BlastSerializer)
+    def retrieve(self, request, *args, **kwargs):
+        """The blast, its metrics, and its recipients (paginated: ?page=)."""
+        blast = self.get_object()
+        data = self._with_funnels([blast])[0]
+        recipients = self.paginate_queryset(blast.recipients.order_by("id"))
+        data["recipients"] = self.get_paginated_response(RecipientSerializer(recipients, many=True).data).data
+        return Response(data)
+
+    @extend_schema(request=BlastCreateSerializer, responses={201: BlastCreatedSerializer})
+    def create(self, request, *args, **kwargs):
+        """Create a draft blast. Recipients are phone strings or {"phone", "name"}; nothing is created on error."""
+        serializer = BlastCreateSerializer(data=request.data, context=self.get_serializer_context())
+        serializer.is_valid(raise_exception=True)
+        created = serializer.save()
+        return Response(BlastCreatedSerializer(created).data, status=status.HTTP_201_CREATED)
+
+    def _move(self, service, code=status.HTTP_200_OK):
+        blast = self.get_object()
+        try:
+            if service(blast) is False:
+                raise DjangoValidationError(f"This blast is {blast.get_state_display().lower()}.")
+        except DjangoValidationError as exc:
+            return _conflict(exc)
+        return Response(self._with_funnels([blast])[0], status=code)
+
+    @extend_schema(
+        request=None, responses={202: BlastSerializer, 409: OpenApiResponse(description="Not a draft.")}
+    )
+    @action(detail=True, methods=["post"])
+    def send(self, request, pk=None):
+        """Queue the blast; the sender worker sends it (at its scheduled time, or now)."""
+        return self._move(lambda blast: blast_queue(blast=blast), status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        request=None, responses={200: BlastSerializer, 409: OpenApiResponse(description="Not sending.")}
+    )
+    @action(detail=True, methods=["post"])
+    def pause(self, request, pk=None):
+        return self._move(lambda blast: blast_pause(blast=blast, reason=f"Paused by {request.user} (API)."))
+
+    @extend_schema(
+        request=None, responses={200: BlastSerializer, 409: OpenApiResponse(description="Not paused.")}
+    )
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        return self._move(lambda blast: blast_resume(blast=blast))
+
+    @extend_schema(
+        request=None, responses={200: BlastSerializer, 409: OpenApiResponse(description="Ended already.")}
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        return self._move(
+            lambda blast: blast_cancel(blast=blast, reason=f"Cancelled by {request.user} (API).")
+        )
+
+    @extend_schema(request=None, responses=CheckStatusSerializer)
     @action(detail=True, methods=["post"], url_path="check-status")
     def check_status(self, request, pk=None):
         """Ask WSAPME now for the status of every unfinished message of this blast."""
         tally = poll_due(client=get_client(), blast_id=self.get_object().pk)
         return Response({"checked": sum(tally.values()), "updated": tally["updated"]})
+
+    @extend_schema(responses=MetricsSerializer)
+    @action(detail=True)
+    def metrics(self, request, pk=None):
+        """Sent, received, read, replied, closed (cumulative), the rest apart, and rates of sent."""
+        return Response(blast_funnels([self.get_object().pk])[int(pk)].metrics())
+
+    @extend_schema(responses=StuckSerializer(many=True))
+    @action(detail=True, url_path="stuck-recipients")
+    def stuck_recipients(self, request, pk=None):
+        """Recipients by current status in funnel order, with percentages and age buckets."""
+        return Response(blast_stuck(self.get_object().pk))
+
+    @extend_schema(
+        responses={200: RecipientSerializer(many=True)},
+        filters=False,
+        parameters=[
+            OpenApiParameter("status", enum=STATUS_NAMES, description="Current status, e.g. READ_ACK."),
+            OpenApiParameter("stage", enum=[*STAGES], description="Reached this funnel stage (or off it)."),
+            OpenApiParameter("q", description="Phone, name or message id contains."),
+            OpenApiParameter("page", int),
+            OpenApiParameter("page_size", int),
+            OpenApiParameter(
+                "format", enum=["json", "csv"], description="csv: the whole filtered list as a file."
+            ),
+        ],
+    )
+    @action(
+        detail=True, renderer_classes=[renderers.JSONRenderer, renderers.BrowsableAPIRenderer, CSVRenderer]
+    )
+    def recipients(self, request, pk=None):
+        """This blast's recipients: ?status=READ_ACK, ?stage=replied, ?q=; ?format=csv for a file."""
+        blast = self.get_object()
+        recipients = RecipientFilter(request.GET, queryset=blast.recipients.order_by("id"), request=request)
+        if not recipients.is_valid():
+            return Response(recipients.errors, status=status.HTTP_400_BAD_REQUEST)
+        if request.accepted_renderer.format == "csv":
+            return _csv_response(recipients.qs, f"blast-{blast.pk}-recipients.csv")
+        page = self.paginate_queryset(recipients.qs)
+        return self.get_paginated_response(RecipientSerializer(page, many=True).data)
+
+
+class RecipientViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """One recipient, its history, and marking it replied or closed."""
+
+    queryset = BlastRecipient.objects.all()
+    serializer_class = RecipientSerializer
+
+    @extend_schema(responses=HistorySerializer(many=True))
+    @action(detail=True)
+    def history(self, request, pk=None):
+        """Every status change, oldest first, with its source and the payload behind it."""
+        history = StatusHistory.objects.filter(recipient=self.get_object()).select_related("actor")
+        return Response(HistorySerializer(history, many=True).data)
+
+    @extend_schema(request=MarkSerializer, responses=RecipientSerializer)
+    @action(detail=True, methods=["post"])
+    def mark(self, request, pk=None):
+        """Mark REPLIED or CLOSED (a sale) through the status ledger; never moves a status back."""
+        recipient = self.get_object()
+        serializer = MarkSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        recipient_advance(
+            recipient=recipient,
+            status=Status[serializer.validated_data["status"]],
+            source=StatusHistory.Source.MANUAL,
+            actor=request.user,
+        )
+        recipient.refresh_from_db()
+        return Response(RecipientSerializer(recipient).data)

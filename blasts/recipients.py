@@ -55,7 +55,8 @@ class Recipient:
 class ParsedRecipients:
     recipients: list[Recipient] = field(default_factory=list)
     duplicates: int = 0
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # every problem, each naming its position
+    row_errors: dict[str, str] = field(default_factory=dict)  # position -> what is wrong with that row
 
 
 def parse_recipients(rows: Iterable[tuple[str, str, str]]) -> ParsedRecipients:
@@ -73,9 +74,11 @@ def parse_recipients(rows: Iterable[tuple[str, str, str]]) -> ParsedRecipients:
         try:
             phone = normalize_phone(raw_phone)
         except ValueError as exc:
-            parsed.errors.append(f"{position}: {_shorten(raw_phone)!r} is {exc}.")
+            parsed.row_errors[position] = f"{_shorten(raw_phone)!r} is {exc}."
+            parsed.errors.append(f"{position}: {parsed.row_errors[position]}")
             continue
         if len(name) > NAME_MAX_LENGTH:
+            parsed.row_errors[position] = f"The name is longer than {NAME_MAX_LENGTH} characters."
             parsed.errors.append(f"{position}: the name is longer than {NAME_MAX_LENGTH} characters.")
             continue
         if phone in seen:

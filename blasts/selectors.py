@@ -3,9 +3,9 @@
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from .models import Blast, BlastRecipient
@@ -80,6 +80,23 @@ class Funnel:
             "closed": self.closed,
         }
 
+    def metrics(self) -> dict:
+        """The roadmap's five counts, the rest apart, and each stage's rate of sent."""
+        stages = self.stages()
+        return {
+            **stages,
+            "failed": self.failed,
+            "unknown": self.unknown,
+            "skipped": self.skipped,
+            "queued": self.not_sent,
+            "total": self.total,
+            "rates": {
+                stage: round(n / self.sent, 4) if self.sent else 0.0
+                for stage, n in stages.items()
+                if stage != "sent"
+            },
+        }
+
     def stuck(self) -> list[tuple[Status, int]]:
         """How many recipients stand at each status now, in funnel order."""
         return [(s, self.by_status.get(s, 0)) for s in FUNNEL_ORDER]
@@ -122,3 +139,44 @@ def blast_eta(blast: Blast) -> datetime | None:
     now = timezone.now()
     start = max(now, blast.scheduled_at or now)
     return device_finish_time(blast.device, start=start, count=ahead + remaining)
+
+
+# Age buckets for "how long has it stood at its current status".
+AGE_BUCKETS: tuple[tuple[str, timedelta, timedelta | None], ...] = (
+    ("0-1h", timedelta(0), timedelta(hours=1)),
+    ("1-6h", timedelta(hours=1), timedelta(hours=6)),
+    ("6-24h", timedelta(hours=6), timedelta(hours=24)),
+    ("1-3d", timedelta(days=1), timedelta(days=3)),
+    (">3d", timedelta(days=3), None),
+)
+
+
+def blast_stuck(blast_id: int) -> list[dict]:
+    """Recipients by current status in funnel order, with their share and how long they have stood there."""
+    now = timezone.now()
+    buckets = {}
+    for label, young, old in AGE_BUCKETS:
+        older = Q(status_changed_at__lte=now - young) if young else Q()  # the youngest takes clock skew too
+        buckets[label] = Count("id", filter=older & Q(status_changed_at__gt=now - old) if old else older)
+    rows = {
+        row["status"]: row
+        for row in BlastRecipient.objects.filter(blast_id=blast_id)
+        .order_by()
+        .values("status")
+        .annotate(count=Count("id"), **buckets)
+    }
+    total = sum(row["count"] for row in rows.values())
+    result = []
+    for status in FUNNEL_ORDER:
+        row = rows.get(status, {})
+        count = row.get("count", 0)
+        result.append(
+            {
+                "status": status.name,
+                "label": status.label,
+                "count": count,
+                "percent": round(100 * count / total, 1) if total else 0.0,
+                "ages": {label: row.get(label, 0) for label, _, _ in AGE_BUCKETS},
+            }
+        )
+    return result

@@ -1,0 +1,168 @@
+"""API shapes. Field names follow the customer's roadmap: blast_tag, follow_up_stage, blast_id."""
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from .models import Blast, BlastRecipient, StatusHistory, validate_placeholders
+from .recipients import parse_recipients
+from .services import blast_create
+
+Status = BlastRecipient.Status
+STATUS_NAMES = [s.name for s in Status]
+
+
+@extend_schema_field({"type": "string", "enum": STATUS_NAMES})
+class StatusNameField(serializers.Field):
+    """A status as its gateway-style name (READ_ACK), not its ladder number."""
+
+    def to_representation(self, value):
+        return Status(value).name
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "example": "+60123456789"},
+            {"type": "object", "properties": {"phone": {"type": "string"}, "name": {"type": "string"}}},
+        ]
+    }
+)
+class RecipientInputField(serializers.Field):
+    """One recipient: "+60123456789" or {"phone": "+60123456789", "name": "Aisyah"}."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            phone, name = data, ""
+        elif isinstance(data, dict) and isinstance(data.get("phone"), str):
+            phone, name = data["phone"], data.get("name") or ""
+            if not isinstance(name, str):
+                raise serializers.ValidationError("name must be a string.")
+            if extra := set(data) - {"phone", "name"}:
+                raise serializers.ValidationError(f"Unknown keys: {', '.join(sorted(map(str, extra)))}.")
+        else:
+            raise serializers.ValidationError('Give a phone number, or {"phone": "...", "name": "..."}.')
+        # Checked here, per item, so one answer names every bad recipient by its index.
+        problem = parse_recipients([("", phone, name)]).row_errors.get("")
+        if problem:
+            raise serializers.ValidationError(problem)
+        return phone, name
+
+
+class BlastCreateSerializer(serializers.Serializer):
+    blast_tag = serializers.CharField(max_length=100)
+    follow_up_stage = serializers.CharField(max_length=50, default="Initial")
+    message = serializers.CharField(validators=[validate_placeholders])
+    recipients = serializers.ListField(child=RecipientInputField(), allow_empty=True)
+    device = serializers.CharField(max_length=32, required=False)
+    scheduled_at = serializers.DateTimeField(required=False, allow_null=True)
+
+    def validate_recipients(self, rows):
+        parsed = parse_recipients((str(index), phone, name) for index, (phone, name) in enumerate(rows))
+        if parsed.row_errors:
+            raise serializers.ValidationError({index: [error] for index, error in parsed.row_errors.items()})
+        if parsed.errors:
+            raise serializers.ValidationError(parsed.errors)
+        return parsed
+
+    def validate(self, data):
+        data.setdefault("device", settings.WSAPME_DEVICE)
+        if not data["device"]:
+            raise serializers.ValidationError(
+                {"device": ["Give the WSAPME device (no default is configured)."]}
+            )
+        return data
+
+    def create(self, validated):
+        return blast_create(
+            tag=validated["blast_tag"],
+            follow_up_stage=validated["follow_up_stage"],
+            message=validated["message"],
+            recipients=validated["recipients"],
+            device=validated["device"],
+            scheduled_at=validated.get("scheduled_at"),
+            created_by=self.context["request"].user,
+        )
+
+
+class BlastCreatedSerializer(serializers.Serializer):
+    blast_id = serializers.IntegerField(source="blast.pk")
+    created = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    opted_out = serializers.IntegerField(help_text="Created as SKIPPED: on the opt-out list.")
+
+
+class RatesSerializer(serializers.Serializer):
+    received = serializers.FloatField()
+    read = serializers.FloatField()
+    replied = serializers.FloatField()
+    closed = serializers.FloatField()
+
+
+class MetricsSerializer(serializers.Serializer):
+    sent = serializers.IntegerField()
+    received = serializers.IntegerField()
+    read = serializers.IntegerField()
+    replied = serializers.IntegerField()
+    closed = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    unknown = serializers.IntegerField()
+    skipped = serializers.IntegerField()
+    queued = serializers.IntegerField(help_text="Not sent yet (queued or in flight).")
+    total = serializers.IntegerField()
+    rates = RatesSerializer(help_text="Each stage as a share of sent.")
+
+
+class BlastSerializer(serializers.ModelSerializer):
+    blast_id = serializers.IntegerField(source="pk", read_only=True)
+    blast_tag = serializers.CharField(source="tag")
+    metrics = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Blast
+        fields = [
+            "blast_id", "blast_tag", "follow_up_stage", "message", "device", "state", "state_reason",
+            "scheduled_at", "parent", "created_at", "started_at", "finished_at", "metrics",
+        ]  # fmt: skip
+
+    @extend_schema_field(MetricsSerializer)
+    def get_metrics(self, blast):
+        return self.context["funnels"][blast.pk].metrics()
+
+
+class RecipientSerializer(serializers.ModelSerializer):
+    status = StatusNameField()
+
+    class Meta:
+        model = BlastRecipient
+        fields = [
+            "id", "blast", "phone", "name", "status", "message_id", "status_changed_at", "sent_at", "server_ack_at",
+            "delivered_at", "read_at", "replied_at", "closed_at", "failed_at", "failure_reason", "reply_text",
+        ]  # fmt: skip
+
+
+class HistorySerializer(serializers.ModelSerializer):
+    from_status = StatusNameField()
+    to_status = StatusNameField()
+    actor = serializers.CharField(source="actor.username", default=None)
+
+    class Meta:
+        model = StatusHistory
+        fields = ["id", "from_status", "to_status", "source", "occurred_at", "recorded_at", "actor", "raw"]
+
+
+class MarkSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["REPLIED", "CLOSED"])
+
+
+class StuckSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=STATUS_NAMES)
+    label = serializers.CharField()
+    count = serializers.IntegerField()
+    percent = serializers.FloatField()
+    ages = serializers.DictField(child=serializers.IntegerField(), help_text="0-1h, 1-6h, 6-24h, 1-3d, >3d")
+
+
+class CheckStatusSerializer(serializers.Serializer):
+    checked = serializers.IntegerField()
+    updated = serializers.IntegerField()
