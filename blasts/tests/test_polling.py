@@ -213,7 +213,7 @@ def test_check_status_api_polls_the_blast_now(db, gateway, admin_client, client,
     gateway.answers[first.message_id] = {"success": True, "status": "READ_ACK"}
     url = f"/api/blasts/{first.blast_id}/check-status"
 
-    assert client.post(url).status_code == 403
+    assert client.post(url).status_code == 401  # anonymous: told to authenticate
     client.force_login(django_user_model.objects.create_user("marketer"))
     assert client.post(url).status_code == 403
     response = admin_client.post(url)
