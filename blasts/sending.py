@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Case, Exists, F, Min, OuterRef, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -325,8 +325,6 @@ def send_due(
     tallies: list[Counter] = []
 
     def work():
-        from django.db import connection
-
         try:
             tallies.append(
                 Sender(client=client, blast_id=blast_id, stop=stop, on_outcome=on_outcome).run(loop=loop)

@@ -316,21 +316,23 @@ def poll_due(*, client: WsapmeClient, blast_id: int | None = None, concurrency: 
             return recipients_claim_for_poll(now=timezone.now(), limit=20)
 
     def work():
+        while batch := next_batch():
+            for row in batch:
+                outcome = poll_one(client, limiter, *row)
+                with lock:
+                    tally[outcome] += 1
+
+    def work_in_thread():
         try:
-            while batch := next_batch():
-                for row in batch:
-                    outcome = poll_one(client, limiter, *row)
-                    with lock:
-                        tally[outcome] += 1
+            work()
         finally:
-            if threading.current_thread() is not threading.main_thread():
-                connection.close()
+            connection.close()  # each thread has its own connection
 
     count = max(concurrency or settings.POLL_CONCURRENCY, 1)
     if count == 1:
         work()  # in this thread (and its transaction, if any)
         return tally
-    threads = [threading.Thread(target=work) for _ in range(count)]
+    threads = [threading.Thread(target=work_in_thread) for _ in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 import responses
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.utils import timezone
 
 from blasts.models import BlastRecipient, StatusHistory, WebhookEvent
@@ -166,8 +167,6 @@ def test_overlapping_runs_poll_each_due_message_at_most_once(gateway):
         try:
             tallies.append(poll(concurrency=3))
         finally:
-            from django.db import connection
-
             connection.close()
 
     runs = [threading.Thread(target=run) for _ in range(2)]

@@ -1,6 +1,7 @@
 """Sending against the sandbox gateway, in this process (the multi-process proofs are in test_sending_processes)."""
 
 import io
+import threading
 import tracemalloc
 from collections import Counter
 from datetime import datetime, timedelta
@@ -239,8 +240,6 @@ def test_a_live_claim_is_left_to_its_worker(gateway):
 
 
 def _stop_soon():
-    import threading
-
     stop = threading.Event()
     threading.Timer(1.5, stop.set).start()
     return stop
@@ -326,8 +325,6 @@ class _Stop:
     """A stop event that sets itself after `after` outcomes."""
 
     def __init__(self, after):
-        import threading
-
         self.event, self.left = threading.Event(), after
         self.is_set, self.set, self.wait = self.event.is_set, self.event.set, self.event.wait
 
