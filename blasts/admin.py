@@ -16,6 +16,7 @@ from .pacing import Pacing, device_get
 from .recipients import message_render, normalize_phone
 from .selectors import blast_eta, blast_funnel, blast_funnels
 from .services import (
+    BLAST_ACTIONS,
     blast_cancel,
     blast_create,
     blast_pause,
@@ -41,16 +42,6 @@ class BlastChangeList(ChangeList):
         funnels = blast_funnels(blast.pk for blast in self.result_list)
         for blast in self.result_list:
             blast.funnel = funnels[blast.pk]
-
-
-# The lifecycle buttons on a blast's page, by state: (admin action, label).
-BUTTONS = {
-    Blast.State.DRAFT: [("send", "Send"), ("cancel", "Cancel")],
-    Blast.State.QUEUED: [("pause", "Pause"), ("cancel", "Cancel")],
-    Blast.State.SENDING: [("pause", "Pause"), ("cancel", "Cancel")],
-    Blast.State.PAUSED: [("resume", "Resume"), ("cancel", "Cancel")],
-    Blast.State.COMPLETED: [("resend_unknown", "Resend unknown")],
-}
 
 
 def _stage_column(stage):
@@ -90,7 +81,7 @@ class BlastAdmin(admin.ModelAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         blast = self.get_object(request, object_id)
-        buttons = BUTTONS.get(blast.state, []) if blast else []
+        buttons = BLAST_ACTIONS.get(blast.state, []) if blast else []
         return super().change_view(
             request, object_id, form_url, {**(extra_context or {}), "blast_buttons": buttons}
         )

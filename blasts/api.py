@@ -1,9 +1,6 @@
 """The REST API: read-only viewsets with filters; every state change is an action that calls one service."""
 
-import csv
-
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, renderers, status, viewsets
 from rest_framework.decorators import action
@@ -11,6 +8,7 @@ from rest_framework.filters import OrderingFilter
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
+from .exports import recipients_csv_response
 from .filters import STAGES, BlastFilter, RecipientFilter
 from .models import Blast, BlastRecipient, StatusHistory
 from .selectors import blast_funnels, blast_stuck
@@ -31,8 +29,6 @@ from .tracking import poll_due
 from .wsapme import get_client
 
 Status = BlastRecipient.Status
-CSV_FIELDS = ["phone", "name", "status", "message_id", "sent_at", "delivered_at", "read_at", "replied_at",
-              "closed_at", "failure_reason", "reply_text"]  # fmt: skip
 
 
 class Pagination(PageNumberPagination):
@@ -48,36 +44,6 @@ class CSVRenderer(renderers.BaseRenderer):
 
     def render(self, data, accepted_media_type=None, renderer_context=None):
         return b""
-
-
-class _Echo:
-    def write(self, value):
-        return value
-
-
-FREE_TEXT = {"name", "failure_reason", "reply_text"}
-
-
-def _cell(field: str, value):
-    if field == "status":
-        return Status(value).name
-    if field in FREE_TEXT and isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
-        return "'" + value  # a name or reply is never run as a spreadsheet formula
-    return value
-
-
-def _csv_response(recipients, filename: str) -> StreamingHttpResponse:
-    """Stream the recipients as CSV, a chunk at a time (never all in memory)."""
-    writer = csv.writer(_Echo())
-
-    def rows():
-        yield writer.writerow(CSV_FIELDS)
-        for row in recipients.values(*CSV_FIELDS).iterator(chunk_size=2000):
-            yield writer.writerow([_cell(field, row[field]) for field in CSV_FIELDS])
-
-    response = StreamingHttpResponse(rows(), content_type="text/csv")
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
 
 
 def _conflict(exc: DjangoValidationError) -> Response:
@@ -208,7 +174,7 @@ class BlastViewSet(
         if not recipients.is_valid():
             return Response(recipients.errors, status=status.HTTP_400_BAD_REQUEST)
         if request.accepted_renderer.format == "csv":
-            return _csv_response(recipients.qs, f"blast-{blast.pk}-recipients.csv")
+            return recipients_csv_response(recipients.qs, f"blast-{blast.pk}-recipients.csv")
         page = self.paginate_queryset(recipients.qs)
         return self.get_paginated_response(RecipientSerializer(page, many=True).data)
 

@@ -1,10 +1,11 @@
 from django import forms
 from django.conf import settings
 
-from .models import Blast, OptOut
+from .models import Blast, BlastRecipient, OptOut, validate_placeholders
 from .recipients import ParsedRecipients, normalize_phone, parse_recipients, rows_from_text
 
 CSV_MAX_BYTES = 2 * 1024 * 1024
+Status = BlastRecipient.Status
 
 
 class BlastCreateForm(forms.ModelForm):
@@ -69,3 +70,14 @@ class OptOutForm(forms.ModelForm):
         if OptOut.objects.filter(phone=phone).exclude(pk=self.instance.pk).exists():
             raise forms.ValidationError(f"{phone} has opted out already.")
         return phone
+
+
+# The statuses a follow-up can be made for: people who got the message and have not replied.
+FOLLOW_UP_FROM = [
+    (s.name, s.label) for s in (Status.PENDING, Status.SERVER_ACK, Status.DELIVERY_ACK, Status.READ_ACK)
+]
+
+
+class FollowUpForm(forms.Form):
+    status = forms.ChoiceField(choices=FOLLOW_UP_FROM, label="Recipients now at")
+    message = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), validators=[validate_placeholders])

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db.models import Count, Q
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from .models import Blast, BlastRecipient
@@ -60,6 +61,11 @@ class Funnel:
         return self._at(Status.QUEUED, Status.SENDING)
 
     @property
+    def done(self) -> int:
+        """No longer waiting to be sent: sent, failed, unknown or skipped."""
+        return self.total - self.not_sent
+
+    @property
     def failed(self) -> int:
         return self._at(Status.FAILED)
 
@@ -96,6 +102,22 @@ class Funnel:
                 if stage != "sent"
             },
         }
+
+    def steps(self) -> list[dict]:
+        """The funnel left to right: each stage's count, share of sent, conversion from the stage before, drop-off."""
+        steps, previous = [], None
+        for stage, count in self.stages().items():
+            steps.append(
+                {
+                    "stage": stage,
+                    "count": count,
+                    "percent": round(100 * count / self.sent) if self.sent else 0,  # of sent
+                    "conversion": round(100 * count / previous) if previous else None,  # of the stage before
+                    "drop": previous - count if previous is not None else None,
+                }
+            )
+            previous = count
+        return steps
 
     def stuck(self) -> list[tuple[Status, int]]:
         """How many recipients stand at each status now, in funnel order."""
@@ -180,3 +202,54 @@ def blast_stuck(blast_id: int) -> list[dict]:
             }
         )
     return result
+
+
+def blasts_funnel_total(blasts) -> Funnel:
+    """One funnel over every recipient of the given blasts (a queryset), in one query."""
+    rows = BlastRecipient.objects.filter(blast__in=blasts.order_by().values("pk")).values_list("status")
+    return Funnel(dict(rows.annotate(n=Count("id")).order_by()))
+
+
+def blasts_funnels_by(blasts, field: str) -> dict[str, Funnel]:
+    """Funnels per value of a blast field ("tag", "follow_up_stage"), in one query."""
+    grouped: dict[str, dict[int, int]] = defaultdict(dict)
+    rows = (
+        BlastRecipient.objects.filter(blast__in=blasts.order_by().values("pk"))
+        .order_by()
+        .values_list(f"blast__{field}", "status")
+        .annotate(n=Count("id"))
+    )
+    for value, status, n in rows:
+        grouped[value][status] = n
+    return {value: Funnel(counts) for value, counts in sorted(grouped.items())}
+
+
+def blasts_daily(blasts) -> list[dict]:
+    """Per day sent (local time): how many were sent, and how many of those reached each stage."""
+    stages = {
+        "received": Q(status__gte=Status.DELIVERY_ACK),
+        "read": Q(status__gte=Status.READ_ACK),
+        "replied": Q(status__gte=Status.REPLIED),
+    }
+    return list(
+        BlastRecipient.objects.filter(blast__in=blasts.order_by().values("pk"), sent_at__isnull=False)
+        .annotate(day=TruncDate("sent_at", tzinfo=timezone.get_current_timezone()))
+        .order_by("day")
+        .values("day")
+        .annotate(sent=Count("id"), **{name: Count("id", filter=q) for name, q in stages.items()})
+    )
+
+
+@dataclass(frozen=True)
+class Progress:
+    sent: int  # reached the gateway (or failed, or unknown): done with
+    total: int
+    per_minute: float  # over the last five minutes
+    eta: datetime | None
+
+
+def blast_progress(blast: Blast) -> Progress:
+    """How far sending is, how fast it goes, and when it should end."""
+    funnel = blast_funnel(blast.pk)
+    recent = blast.recipients.filter(sent_at__gte=timezone.now() - timedelta(minutes=5)).count()
+    return Progress(funnel.done, funnel.total, recent / 5, blast_eta(blast))

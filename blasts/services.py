@@ -1,5 +1,6 @@
 """Every write with a side effect. Views, admin, API, commands and webhooks call these."""
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -9,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .models import Blast, BlastRecipient, OptOut, StatusHistory
-from .recipients import ParsedRecipients
+from .recipients import ParsedRecipients, parse_recipients
 from .statuses import STAGE_TIME_FIELDS, can_move
 
 Status = BlastRecipient.Status
@@ -128,6 +129,16 @@ def blast_create(
     return BlastCreated(blast, len(recipients.recipients), recipients.duplicates, skipped)
 
 
+# What a person may do to a blast in each state: (action, label).
+BLAST_ACTIONS = {
+    Blast.State.DRAFT: [("send", "Send"), ("cancel", "Cancel")],
+    Blast.State.QUEUED: [("pause", "Pause"), ("cancel", "Cancel")],
+    Blast.State.SENDING: [("pause", "Pause"), ("cancel", "Cancel")],
+    Blast.State.PAUSED: [("resume", "Resume"), ("cancel", "Cancel")],
+    Blast.State.COMPLETED: [("resend_unknown", "Resend unknown")],
+}
+
+
 def _blast_move(blast: Blast, *, to: Blast.State, allowed_from, reason: str = "", **fields) -> bool:
     """Move a blast between lifecycle states with one conditional UPDATE; return whether it moved."""
     moved = Blast.objects.filter(pk=blast.pk, state__in=allowed_from).update(
@@ -195,3 +206,30 @@ def blast_resend_unknown(*, blast: Blast, actor=None) -> int:
     if queued:
         _blast_move(blast, to=Blast.State.QUEUED, allowed_from=[Blast.State.COMPLETED], finished_at=None)
     return queued
+
+
+def next_follow_up_stage(stage: str) -> str:
+    """'Initial' -> 'Follow-up 1' -> 'Follow-up 2' ...; anything else gets ' follow-up' added."""
+    match = re.fullmatch(r"Follow-up (\d+)", stage.strip())
+    if match:
+        return f"Follow-up {int(match.group(1)) + 1}"
+    return "Follow-up 1" if stage.strip().lower() == "initial" else f"{stage.strip()} follow-up"[:50]
+
+
+def blast_create_follow_up(*, parent: Blast, status: Status, message: str, created_by=None) -> Blast:
+    """A draft follow-up to the parent's recipients now at `status`, on the next follow-up stage."""
+    rows = [
+        (f"Recipient {pk}", phone, name)
+        for pk, phone, name in parent.recipients.filter(status=status).values_list("pk", "phone", "name")
+    ]
+    if not rows:
+        raise ValidationError(f"No recipient of this blast is at {status.label.lower()} now.")
+    return blast_create(
+        tag=parent.tag,
+        follow_up_stage=next_follow_up_stage(parent.follow_up_stage),
+        message=message,
+        recipients=parse_recipients(rows),
+        device=parent.device,
+        parent=parent,
+        created_by=created_by,
+    ).blast

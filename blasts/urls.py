@@ -2,8 +2,8 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
+from . import views
 from .api import BlastViewSet, RecipientViewSet
-from .views import healthz
 from .webhooks import wsapme_webhook
 
 
@@ -26,5 +26,20 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
-    path("healthz", healthz, name="healthz"),
+    path("healthz", views.healthz, name="healthz"),
+    path("", views.BlastListView.as_view(), name="blast-list"),
+    path("overview/", views.OverviewView.as_view(), name="overview"),
+    path("blasts/new/", views.BlastCreatePageView.as_view(), name="blast-new"),
+    path("blasts/<int:pk>/", views.BlastDetailView.as_view(), name="blast-detail"),
+    path("blasts/<int:pk>/live/", views.BlastLiveView.as_view(), name="blast-live"),
+    path(
+        "blasts/<int:pk>/recipients.csv", views.BlastRecipientsCsvView.as_view(), name="blast-recipients-csv"
+    ),
+    path("blasts/<int:pk>/actions/<str:name>/", views.BlastActionView.as_view(), name="blast-action"),
+    path("blasts/<int:pk>/follow-up/", views.FollowUpCreateView.as_view(), name="blast-follow-up"),
+    path(
+        "blasts/<int:blast_pk>/recipients/<int:pk>/",
+        views.RecipientDetailView.as_view(),
+        name="recipient-detail",
+    ),
 ]

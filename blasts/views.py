@@ -1,6 +1,46 @@
+"""The marketers' pages: generic views over selectors, reusing the API's FilterSets."""
+
+from django.contrib import messages
+from django.contrib.auth.mixins import LoginRequiredMixin, UserPassesTestMixin
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
 from django.db import DatabaseError, connection
 from django.http import JsonResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.utils import timezone
 from django.views.decorators.http import require_GET
+from django.views.generic import DetailView, FormView, View
+from django_filters.views import FilterView
+
+from .exports import recipients_csv_response
+from .filters import BlastFilter, RecipientFilter
+from .forms import BlastCreateForm, FollowUpForm
+from .models import Blast, BlastRecipient
+from .pacing import device_finish_time
+from .recipients import message_render
+from .selectors import (
+    blast_funnel,
+    blast_funnels,
+    blast_progress,
+    blast_stuck,
+    blasts_daily,
+    blasts_funnel_total,
+    blasts_funnels_by,
+)
+from .services import (
+    BLAST_ACTIONS,
+    blast_cancel,
+    blast_create,
+    blast_create_follow_up,
+    blast_pause,
+    blast_queue,
+    blast_resend_unknown,
+    blast_resume,
+)
+from .tracking import poll_due
+from .wsapme import get_client
+
+IN_FLIGHT = (Blast.State.QUEUED, Blast.State.SENDING)
 
 
 @require_GET
@@ -12,3 +52,201 @@ def healthz(request):
     except DatabaseError:
         return JsonResponse({"status": "unavailable", "database": "down"}, status=503)
     return JsonResponse({"status": "ok", "database": "ok"})
+
+
+class StaffOnly(LoginRequiredMixin, UserPassesTestMixin):
+    def test_func(self):
+        return self.request.user.is_staff
+
+
+class BlastListView(StaffOnly, FilterView):
+    """Blasts with a mini funnel each, filtered like the API, with totals for the filtered set."""
+
+    filterset_class = BlastFilter
+    queryset = Blast.objects.all()
+    paginate_by = 25
+    template_name = "blasts/blast_list.html"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        page = list(context["object_list"])
+        funnels = blast_funnels(blast.pk for blast in page)
+        context["rows"] = [(blast, funnels[blast.pk]) for blast in page]
+        context["total"] = blasts_funnel_total(self.object_list)
+        return context
+
+
+class OverviewView(StaffOnly, FilterView):
+    """The aggregate funnel over the filtered blasts, compared by tag and by follow-up stage, per day."""
+
+    filterset_class = BlastFilter
+    queryset = Blast.objects.all()
+    template_name = "blasts/overview.html"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        blasts = self.object_list
+        daily = blasts_daily(blasts)
+        context.update(
+            total=blasts_funnel_total(blasts),
+            comparisons=[
+                ("tag", blasts_funnels_by(blasts, "tag")),
+                ("follow-up stage", blasts_funnels_by(blasts, "follow_up_stage")),
+            ],
+            daily=daily,
+            trend_max=max((day["sent"] for day in daily), default=1),
+        )
+        return context
+
+
+def _live_context(blast: Blast) -> dict:
+    funnel = blast_funnel(blast.pk)
+    return {
+        "blast": blast,
+        "funnel": funnel,
+        "stuck": blast_stuck(blast.pk),
+        "progress": blast_progress(blast),
+        "refresh": blast.state in IN_FLIGHT or (funnel.sent and funnel.sent > funnel.read),
+    }
+
+
+class BlastDetailView(StaffOnly, DetailView):
+    """One blast: the funnel, where recipients are stuck, sending progress, actions and recipients."""
+
+    model = Blast
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        recipients = RecipientFilter(self.request.GET, queryset=self.object.recipients.order_by("id"))
+        page = Paginator(recipients.qs if recipients.is_valid() else BlastRecipient.objects.none(), 50)
+        context.update(
+            _live_context(self.object),
+            recipients=recipients,
+            page=page.get_page(self.request.GET.get("page")),
+            follow_up_form=FollowUpForm(),
+            actions=[*BLAST_ACTIONS.get(self.object.state, []), ("check_status", "Check statuses now")],
+        )
+        return context
+
+
+class BlastLiveView(StaffOnly, DetailView):
+    """The parts of a blast's page that change while it is in flight (htmx swaps them every few seconds)."""
+
+    model = Blast
+    template_name = "blasts/_blast_live.html"
+
+    def get_context_data(self, **kwargs):
+        return {**super().get_context_data(**kwargs), **_live_context(self.object)}
+
+
+class RecipientDetailView(StaffOnly, DetailView):
+    """A recipient's timeline: every status change with its source."""
+
+    model = BlastRecipient
+    template_name = "blasts/recipient_detail.html"
+
+    def get_queryset(self):
+        return BlastRecipient.objects.filter(blast_id=self.kwargs["blast_pk"]).select_related("blast")
+
+
+class BlastCreatePageView(StaffOnly, FormView):
+    """A new blast for marketers who prefer it to the admin: paste or upload, preview, see the ETA."""
+
+    form_class = BlastCreateForm
+    template_name = "blasts/blast_form.html"
+
+    def form_valid(self, form):
+        fields = {name: form.cleaned_data[name] for name in BlastCreateForm.Meta.fields}
+        if "preview" in self.request.POST:
+            sample = [BlastRecipient(phone=r.phone, name=r.name) for r in form.parsed.recipients[:3]]
+            eta = device_finish_time(
+                fields["device"],
+                start=fields["scheduled_at"] or timezone.now(),
+                count=len(form.parsed.recipients),
+            )
+            return self.render_to_response(
+                self.get_context_data(
+                    form=form,
+                    preview=[(r, message_render(fields["message"], r)) for r in sample],
+                    eta=eta,
+                    parsed=form.parsed,
+                )
+            )
+        created = blast_create(**fields, recipients=form.parsed, created_by=self.request.user)
+        messages.success(
+            self.request,
+            f"{created.created} recipients added, {created.duplicates} duplicates dropped, "
+            f"{created.opted_out} opted out (skipped).",
+        )
+        return redirect("blast-detail", created.blast.pk)
+
+
+ACTIONS = {
+    "send": (lambda blast, user: blast_queue(blast=blast), "Queued: the sender sends it now."),
+    "pause": (lambda blast, user: blast_pause(blast=blast, reason=f"Paused by {user}."), "Paused."),
+    "resume": (lambda blast, user: blast_resume(blast=blast), "Resumed."),
+    "cancel": (lambda blast, user: blast_cancel(blast=blast, reason=f"Cancelled by {user}."), "Cancelled."),
+    "resend_unknown": (
+        lambda blast, user: blast_resend_unknown(blast=blast, actor=user) or None,
+        "Requeued.",
+    ),
+}
+
+
+class BlastActionView(StaffOnly, View):
+    """The buttons on a blast's page: one lifecycle service each."""
+
+    def post(self, request, pk, name):
+        blast = get_object_or_404(Blast, pk=pk)
+        if name == "check_status":
+            tally = poll_due(client=get_client(), blast_id=blast.pk)
+            messages.success(request, f"Checked {sum(tally.values())} messages, {tally['updated']} updated.")
+            return redirect("blast-detail", blast.pk)
+        if name not in ACTIONS:
+            messages.error(request, "That is not an action.")
+            return redirect("blast-detail", blast.pk)
+        service, done = ACTIONS[name]
+        try:
+            if service(blast, request.user) is False:
+                raise ValidationError(f"Not possible while the blast is {blast.get_state_display().lower()}.")
+            messages.success(request, done)
+        except ValidationError as exc:
+            messages.error(request, exc.messages[0])
+        return redirect("blast-detail", blast.pk)
+
+
+class FollowUpCreateView(StaffOnly, View):
+    """A follow-up blast for the recipients stuck at one status, as a draft to review and send."""
+
+    def post(self, request, pk):
+        parent = get_object_or_404(Blast, pk=pk)
+        form = FollowUpForm(request.POST)
+        if not form.is_valid():
+            for errors in form.errors.values():
+                messages.error(request, errors[0])
+            return redirect("blast-detail", parent.pk)
+        try:
+            follow_up = blast_create_follow_up(
+                parent=parent,
+                status=BlastRecipient.Status[form.cleaned_data["status"]],
+                message=form.cleaned_data["message"],
+                created_by=request.user,
+            )
+        except ValidationError as exc:
+            messages.error(request, exc.messages[0])
+            return redirect("blast-detail", parent.pk)
+        messages.success(
+            request,
+            f"Follow-up created with {follow_up.recipients.count()} recipients: review it, then send.",
+        )
+        return redirect("blast-detail", follow_up.pk)
+
+
+class BlastRecipientsCsvView(StaffOnly, View):
+    """The blast's recipients as a CSV file, with the page's recipient filters."""
+
+    def get(self, request, pk):
+        blast = get_object_or_404(Blast, pk=pk)
+        recipients = RecipientFilter(request.GET, queryset=blast.recipients.order_by("id"))
+        rows = recipients.qs if recipients.is_valid() else blast.recipients.none()
+        return recipients_csv_response(rows, f"blast-{blast.pk}-recipients.csv")

@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_htmx",
     "blasts",
 ]
 
@@ -75,6 +76,7 @@ TEMPLATES = [
 ]
 
 WSGI_APPLICATION = "blastsite.wsgi.application"
+LOGIN_URL = "admin:login"  # the pages and the admin share one sign-in
 
 
 # Database: SQLite in the project folder unless DATABASE_URL says otherwise.

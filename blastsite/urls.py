@@ -1,11 +1,9 @@
 from django.contrib import admin
 from django.urls import include, path
-from django.views.generic import RedirectView
 
 from blasts import urls as blasts_urls
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include(blasts_urls)),
-    path("", RedirectView.as_view(pattern_name="admin:index")),
 ]
