@@ -23,19 +23,25 @@ STAGES: dict[str, Q] = {
 
 class BlastFilter(django_filters.FilterSet):
     date = django_filters.DateFilter(
-        field_name="created_at", lookup_expr="date", help_text="Created on this day."
+        field_name="created_at", lookup_expr="date", label="Created on", help_text="Created on this day."
     )
     date_from = django_filters.DateFilter(
-        field_name="created_at", lookup_expr="date__gte", help_text="From this day."
+        field_name="created_at",
+        lookup_expr="date__gte",
+        label="From",
+        help_text="Created on or after this day.",
     )
     date_to = django_filters.DateFilter(
-        field_name="created_at", lookup_expr="date__lte", help_text="To this day."
+        field_name="created_at",
+        lookup_expr="date__lte",
+        label="To",
+        help_text="Created on or before this day.",
     )
-    tag = django_filters.CharFilter(field_name="tag", lookup_expr="iexact")
+    tag = django_filters.CharFilter(field_name="tag", lookup_expr="iexact", label="Tag")
     stage = django_filters.CharFilter(
-        field_name="follow_up_stage", lookup_expr="iexact", help_text="Follow-up stage."
+        field_name="follow_up_stage", lookup_expr="iexact", label="Follow-up stage"
     )
-    state = django_filters.ChoiceFilter(choices=Blast.State.choices)
+    state = django_filters.ChoiceFilter(choices=Blast.State.choices, label="State")
 
     class Meta:
         model = Blast
@@ -46,14 +52,18 @@ class RecipientFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(
         choices=[(s.name, s.label) for s in Status],
         method="filter_status",
+        label="Status now",
         help_text="Current status, e.g. READ_ACK.",
     )
     stage = django_filters.ChoiceFilter(
-        choices=[(name, name) for name in STAGES],
+        choices=[(name, name.replace("_", " ")) for name in STAGES],
         method="filter_stage",
-        help_text="Reached this funnel stage.",
+        label="Reached stage",
+        help_text="Reached this funnel stage (or failed, unknown, skipped, not sent).",
     )
-    q = django_filters.CharFilter(method="filter_search", help_text="Phone, name or message id contains.")
+    q = django_filters.CharFilter(
+        method="filter_search", label="Search", help_text="Phone, name or message id."
+    )
 
     class Meta:
         model = BlastRecipient

@@ -1,5 +1,8 @@
 """The marketers' pages: generic views over selectors, reusing the API's FilterSets."""
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin, UserPassesTestMixin
 from django.core.exceptions import ValidationError
@@ -95,18 +98,29 @@ class OverviewView(StaffOnly, FilterView):
             ],
             daily=daily,
             trend_max=max((day["sent"] for day in daily), default=1),
+            trend_width=max(len(daily), 14) * 40,  # a few days do not make giant bars
         )
         return context
 
 
+def _refresh_seconds(blast: Blast) -> int | None:
+    """How often the live section reloads itself: often while sending, now and then while replies may come."""
+    if blast.state in IN_FLIGHT:
+        return 3
+    recent = timezone.now() - timedelta(hours=settings.REPLY_ATTRIBUTION_HOURS)
+    if blast.state == Blast.State.COMPLETED and blast.finished_at and blast.finished_at > recent:
+        return 15
+    return None
+
+
 def _live_context(blast: Blast) -> dict:
-    funnel = blast_funnel(blast.pk)
     return {
         "blast": blast,
-        "funnel": funnel,
+        "funnel": blast_funnel(blast.pk),
         "stuck": blast_stuck(blast.pk),
         "progress": blast_progress(blast),
-        "refresh": blast.state in IN_FLIGHT or (funnel.sent and funnel.sent > funnel.read),
+        "refresh": _refresh_seconds(blast),
+        "actions": [*BLAST_ACTIONS.get(blast.state, []), ("check_status", "Check statuses now")],
     }
 
 
@@ -124,7 +138,6 @@ class BlastDetailView(StaffOnly, DetailView):
             recipients=recipients,
             page=page.get_page(self.request.GET.get("page")),
             follow_up_form=FollowUpForm(),
-            actions=[*BLAST_ACTIONS.get(self.object.state, []), ("check_status", "Check statuses now")],
         )
         return context
 

@@ -124,8 +124,27 @@ def test_the_live_section_refreshes_while_a_blast_is_in_flight(admin_client):
     assert 'hx-trigger="every 3s"' in live and "<html" not in live
 
     advance(blast, Status.READ_ACK, Status.REPLIED)
-    Blast.objects.filter(pk=blast.pk).update(state=Blast.State.COMPLETED)
+    # Finished: replies may still come for a while, so it keeps refreshing, less often ...
+    Blast.objects.filter(pk=blast.pk).update(state=Blast.State.COMPLETED, finished_at=timezone.now())
+    assert (
+        'hx-trigger="every 15s"' in admin_client.get(reverse("blast-live", args=[blast.pk])).content.decode()
+    )
+    # ... until the reply window is over.
+    Blast.objects.filter(pk=blast.pk).update(finished_at=timezone.now() - timedelta(days=4))
     assert "hx-trigger" not in admin_client.get(reverse("blast-live", args=[blast.pk])).content.decode()
+
+
+def test_every_filter_on_the_pages_has_a_label(admin_client):
+    blast = make_blast(1)
+    for url in (reverse("blast-list"), reverse("overview"), reverse("blast-detail", args=[blast.pk])):
+        html = admin_client.get(url).content.decode()
+        assert "[invalid name]" not in html and "is greater than" not in html
+
+
+def test_the_csv_link_keeps_the_pages_recipient_filters(admin_client):
+    blast = make_blast(1)
+    page = admin_client.get(reverse("blast-detail", args=[blast.pk]), {"status": "QUEUED"}).content.decode()
+    assert f'href="/blasts/{blast.pk}/recipients.csv?status=QUEUED"' in page
 
 
 def test_the_recipients_table_filters_by_status_and_search(admin_client):

@@ -1,0 +1,341 @@
+"""The marketers' pages in a real browser: Playwright for Python driving Debian's Chromium.
+
+Sign in, create a blast, send it to the sandbox and watch the funnel fill in without a reload,
+filter the list, export a CSV, and use the pages at phone width. Screenshots go to
+<project root>/test-artifacts/ (gitignored; CI keeps them as artifacts).
+
+Skipped when Chromium (/usr/bin/chromium) or the playwright package is missing.
+"""
+
+import csv
+import importlib.util
+import io
+import os
+import re
+import threading
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from blasts.exports import CSV_FIELDS
+from blasts.models import Blast, BlastRecipient
+from blasts.sending import send_due
+from blasts.wsapme import get_client
+
+from .conftest import make_blast
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists() or importlib.util.find_spec("playwright") is None:
+    pytest.skip(
+        "browser tests need Debian's Chromium at /usr/bin/chromium and the playwright package",
+        allow_module_level=True,
+    )
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+PASSWORD = "pw-browser-tests-7f3k"
+Status = BlastRecipient.Status
+
+# The funnel table in the live section, as {"Sent": 3, "Received": 1, ...}.
+READ_FUNNEL = """() => {
+  const rows = document.querySelectorAll("#live .funnel table tbody tr");
+  return Object.fromEntries([...rows].map(r => [
+    r.querySelector("th").textContent.trim(), Number(r.querySelector("td").textContent.trim())]));
+}"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def allow_db_calls_beside_playwright():
+    """Playwright's sync API runs an event loop in this thread; Django would refuse ORM calls here
+    (the tests' own and the database flush after each), for as long as the browser is open."""
+    before = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    yield
+    if before is None:
+        del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+    else:
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = before
+
+
+@pytest.fixture(scope="module")
+def browser(allow_db_calls_beside_playwright):
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def new_page(browser):
+    """Pages in fresh browser contexts; a JavaScript error or a failed request on them fails the test."""
+    contexts, errors = [], []
+
+    def open_page(**options):
+        context = browser.new_context(**{"viewport": {"width": 1280, "height": 900}, **options})
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        page.on("pageerror", lambda exc: errors.append(f"{page.url}: {exc}"))
+        page.on(
+            "response",
+            lambda response: (
+                response.status >= 400
+                and not response.url.endswith("/favicon.ico")  # there is none; browsers ask anyway
+                and errors.append(f"{response.status} {response.url}")
+            ),
+        )
+        return page
+
+    yield open_page
+    for context in contexts:
+        context.close()
+    assert not errors, f"errors in the browser: {errors}"
+
+
+@pytest.fixture
+def marketer(django_user_model):
+    return django_user_model.objects.create_superuser("marketer", "", PASSWORD)
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
+
+
+def sign_in(page, live_server) -> None:
+    """Through the admin's login page, where the blast pages send anyone not signed in."""
+    page.goto(f"{live_server.url}/")
+    expect(page).to_have_url(re.compile(r"/admin/login/\?next=/$"))
+    page.fill("#id_username", "marketer")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    expect(page).to_have_url(f"{live_server.url}/")
+    expect(page.get_by_role("heading", level=1, name="Blasts")).to_be_visible()
+
+
+def funnel(page) -> dict:
+    return page.evaluate(READ_FUNNEL)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_marketer_signs_in_creates_a_blast_and_watches_it_fill_in(
+    live_server, wsapme_sandbox, settings, marketer, new_page
+):
+    settings.WSAPME_TOKEN, settings.WSAPME_SANDBOX, settings.WSAPME_BASE_URL = "", True, wsapme_sandbox.url
+    settings.SEND_RATE_PER_MINUTE = 0
+    # Every message is delivered and read, a second or two apart: several 3 s refreshes to watch.
+    wsapme_sandbox.config.update(
+        {
+            "webhook_url": f"{live_server.url}/api/webhook/wsapme?token=test-webhook-secret",
+            "seed": 5,
+            "server_ack_after": 0.5,
+            "delivered_after": 1.5,
+            "read_after": 3.0,
+            "p_error": 0,
+            "p_delivered": 1,
+            "p_read": 1,
+            "p_receipts_off": 0,
+            "p_reply": 0,
+        }
+    )
+    page = new_page()
+    sign_in(page, live_server)
+
+    # A bad line is shown on the form, next to the recipients, and nothing is created.
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="New blast").click()
+    expect(page).to_have_url(f"{live_server.url}/blasts/new/")
+    page.fill("#id_tag", "Hari Raya Sale")
+    page.fill("#id_follow_up_stage", "Initial")
+    page.fill("#id_message", "Salam {first_name}, our Hari Raya sale starts today!")
+    page.fill("#id_device", "sandbox")
+    page.fill("#id_recipients_text", "0123456789,Aisyah Rahman\n0198765432,Wei Ming\nnot-a-phone,Siti\n")
+    page.get_by_role("button", name="Create draft").click()
+    error = page.locator("#id_recipients_text_error")
+    expect(error).to_have_text("Line 3: 'not-a-phone' is not a phone number.")
+    expect(page.locator(".field.invalid #id_recipients_text")).to_be_visible()
+    expect(page.locator("#id_tag")).to_have_value("Hari Raya Sale")  # what was typed is kept
+    shot(page, "create-blast-1-form-error")
+    assert not Blast.objects.exists()
+
+    # Fixed, the preview shows each message personalised.
+    page.fill(
+        "#id_recipients_text", "0123456789,Aisyah Rahman\n0198765432,Wei Ming\n01112345678,Siti Nurhaliza\n"
+    )
+    page.get_by_role("button", name="Preview").click()
+    preview = page.get_by_role("region", name="Preview")
+    expect(preview).to_contain_text("3 recipients, 0 duplicates dropped.")
+    expect(preview.locator("tbody tr")).to_have_count(3)
+    expect(preview.locator("tbody tr").first).to_contain_text(
+        "Salam Aisyah, our Hari Raya sale starts today!"
+    )
+    expect(preview).to_contain_text("Salam Wei, our Hari Raya sale starts today!")
+    expect(page.locator("#id_recipients_text_error")).to_have_count(0)
+    shot(page, "create-blast-2-preview")
+    assert not Blast.objects.exists()  # a preview creates nothing
+
+    page.get_by_role("button", name="Create draft").click()
+    expect(page).to_have_url(re.compile(r"/blasts/\d+/$"))
+    blast = Blast.objects.get()
+    assert (blast.tag, blast.state, blast.recipients.count()) == ("Hari Raya Sale", Blast.State.DRAFT, 3)
+    expect(page.locator(".messages")).to_contain_text("3 recipients added, 0 duplicates dropped")
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Hari Raya Sale")
+    shot(page, "create-blast-3-draft")
+
+    page.get_by_role("button", name="Send", exact=True).click()
+    expect(page.locator(".messages")).to_contain_text("Queued: the sender sends it now.")
+    expect(page.locator("#live .state")).to_have_text("Queued")
+    expect(page.locator("#live")).to_have_attribute("hx-trigger", "every 3s")
+    assert funnel(page) == {"Sent": 0, "Received": 0, "Read": 0, "Replied": 0, "Closed": 0}
+    shot(page, "create-blast-4-queued")
+
+    # The sender runs beside the page; the page itself is never reloaded.
+    page.evaluate(
+        """() => {
+          window.__marker = 1;
+          window.__swaps = 0;
+          document.body.addEventListener("htmx:afterSwap", () => window.__swaps++);
+        }"""
+    )
+    failures, stop = [], threading.Event()
+
+    def sender():
+        try:
+            send_due(client=get_client(), blast_id=blast.pk, stop=stop)
+        except BaseException as exc:  # reported by the test thread
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=sender, name="browser-test-sender")
+    thread.start()
+    try:
+        page.wait_for_function(
+            f"""() => {{
+              const n = ({READ_FUNNEL})();
+              return n.Sent === 3 && n.Received > 0;
+            }}""",
+            timeout=20_000,
+        )
+        shot(page, "create-blast-5-funnel-filling-in")
+        page.wait_for_function(
+            f"""() => {{
+              const n = ({READ_FUNNEL})();
+              return n.Sent === 3 && n.Received === 3 && n.Read === 3
+                && document.querySelector("#live .state").textContent.trim() === "Completed";
+            }}""",
+            timeout=20_000,
+        )
+    finally:
+        stop.set()  # it has finished by itself when the blast is completed; on a failure, stop it now
+        thread.join(timeout=30)
+    assert not thread.is_alive() and not failures, failures
+
+    assert page.evaluate("window.__marker") == 1, "the page was reloaded"
+    assert page.evaluate("window.__swaps") >= 1, "the live section was not swapped by htmx"
+    expect(page.locator("#live figcaption")).to_have_text(
+        "Funnel: sent 3, received 3, read 3, replied 0, closed 0."
+    )
+    expect(page.locator("#live .progress")).to_contain_text("3 of 3 done")
+    shot(page, "create-blast-6-funnel-filled-in")
+    assert set(blast.recipients.values_list("status", flat=True)) == {Status.READ_ACK}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_list_filters_and_the_csv_export(live_server, marketer, new_page):
+    promo = make_blast(3, tag="Ramadan Promo", follow_up_stage="Initial", status=Status.READ_ACK)
+    Blast.objects.filter(pk=promo.pk).update(state=Blast.State.COMPLETED)
+    launch = make_blast(2, tag="Product Launch", follow_up_stage="Follow-up 1", status=Status.DELIVERY_ACK)
+    Blast.objects.filter(pk=launch.pk).update(state=Blast.State.SENDING)
+    page = new_page()
+    sign_in(page, live_server)
+
+    rows = page.locator("table.list tbody tr")
+    expect(rows).to_have_count(2)
+    filters = page.get_by_role("form", name="Filter blasts")
+
+    filters.locator("select[name=state]").select_option(label="Completed")
+    filters.get_by_role("button", name="Filter").click()
+    expect(page).to_have_url(re.compile(r"[?&]state=completed"))
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("Ramadan Promo")
+    expect(rows.first).to_contain_text("Completed")
+    expect(page.locator(".totals")).to_contain_text("1 blasts")
+    expect(page.locator(".totals")).to_contain_text("sent 3 · received 3 · read 3 · replied 0")
+    shot(page, "list-filtered-by-state")
+
+    filters.get_by_role("link", name="Clear").click()
+    expect(rows).to_have_count(2)
+    filters.locator("input[name=tag]").fill("product launch")  # the tag filter ignores case
+    filters.get_by_role("button", name="Filter").click()
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("Product Launch")
+    expect(rows.first).to_contain_text("Follow-up 1")
+    expect(page.locator(".totals")).to_contain_text("sent 2 · received 2 · read 0")
+    shot(page, "list-filtered-by-tag")
+
+    filters.locator("input[name=tag]").fill("no such tag")
+    filters.get_by_role("button", name="Filter").click()
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("No blasts match.")
+
+    filters.get_by_role("link", name="Clear").click()
+    page.get_by_role("link", name="Ramadan Promo").click()
+    expect(page).to_have_url(f"{live_server.url}/blasts/{promo.pk}/")
+    with page.expect_download() as download_info:
+        page.get_by_role("link", name="Export CSV").click()
+    download = download_info.value
+    assert download.failure() is None
+    assert download.suggested_filename == f"blast-{promo.pk}-recipients.csv"
+    table = list(csv.reader(io.StringIO(Path(download.path()).read_text(encoding="utf-8"))))
+    assert table[0] == CSV_FIELDS
+    records = [dict(zip(table[0], row, strict=True)) for row in table[1:]]
+    expected = list(promo.recipients.order_by("id").values_list("phone", "name"))
+    assert [(r["phone"], r["name"]) for r in records] == expected
+    assert {r["status"] for r in records} == {"READ_ACK"}
+    assert all(r["sent_at"] and r["delivered_at"] and r["read_at"] and not r["replied_at"] for r in records)
+    shot(page, "blast-page-after-csv-export")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pages_are_usable_at_phone_width(live_server, marketer, new_page):
+    blast = make_blast(
+        4,
+        tag="Merdeka Day Campaign For Existing Customers",
+        follow_up_stage="Follow-up 2",
+        status=Status.SERVER_ACK,
+        message="Selamat Hari Merdeka {first_name}! Reply YES for the full catalogue: https://example.com/"
+        "merdeka-catalogue-2025-with-a-long-address-that-must-wrap",
+    )
+    make_blast(2, tag="Product Launch", status=Status.REPLIED)
+    page = new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    sign_in(page, live_server)
+
+    pages = {
+        "phone-blast-list": "/",
+        "phone-blast-page": f"/blasts/{blast.pk}/",
+        "phone-new-blast": "/blasts/new/",
+        "phone-overview": "/overview/",
+    }
+    too_wide = {}
+    for name, path in pages.items():
+        page.goto(f"{live_server.url}{path}")
+        expect(page.locator("main h1")).to_be_visible()
+        shot(page, name)
+        # A phone shrinks a page that is too wide to fit (innerWidth grows), so check both widths.
+        scroll, client, inner = page.evaluate(
+            """() => [document.documentElement.scrollWidth, document.documentElement.clientWidth,
+                      window.innerWidth]"""
+        )
+        if scroll > client + 1 or inner != 390:
+            too_wide[path] = {"scrollWidth": scroll, "clientWidth": client, "innerWidth": inner}
+    assert not too_wide, f"pages wider than the phone: {too_wide}"
