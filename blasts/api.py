@@ -63,6 +63,10 @@ class BlastViewSet(
     ordering_fields = ["created_at", "tag", "follow_up_stage", "state", "id"]
     ordering = ["-created_at", "-id"]
 
+    def filter_queryset(self, queryset):
+        # The list's filters (tag, stage, date, …) choose blasts; on one blast they would hide it.
+        return super().filter_queryset(queryset) if self.action == "list" else queryset
+
     def get_serializer_context(self):
         return {**super().get_serializer_context(), "funnels": getattr(self, "funnels", {})}
 
@@ -144,8 +148,8 @@ class BlastViewSet(
         """Sent, received, read, replied, closed (cumulative), the rest apart, and rates of sent."""
         return Response(blast_funnels([self.get_object().pk])[int(pk)].metrics())
 
-    @extend_schema(responses=StuckSerializer(many=True))
-    @action(detail=True, url_path="stuck-recipients")
+    @extend_schema(responses=StuckSerializer(many=True), filters=False)
+    @action(detail=True, url_path="stuck-recipients", pagination_class=None, filter_backends=[])
     def stuck_recipients(self, request, pk=None):
         """Recipients by current status in funnel order, with percentages and age buckets."""
         return Response(blast_stuck(self.get_object().pk))
@@ -172,6 +176,10 @@ class BlastViewSet(
         blast = self.get_object()
         recipients = RecipientFilter(request.GET, queryset=blast.recipients.order_by("id"), request=request)
         if not recipients.is_valid():
+            request.accepted_renderer, request.accepted_media_type = (
+                renderers.JSONRenderer(),
+                "application/json",
+            )
             return Response(recipients.errors, status=status.HTTP_400_BAD_REQUEST)
         if request.accepted_renderer.format == "csv":
             return recipients_csv_response(recipients.qs, f"blast-{blast.pk}-recipients.csv")

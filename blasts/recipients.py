@@ -77,9 +77,12 @@ def parse_recipients(rows: Iterable[tuple[str, str, str]]) -> ParsedRecipients:
             parsed.row_errors[position] = f"{_shorten(raw_phone)!r} is {exc}."
             parsed.errors.append(f"{position}: {parsed.row_errors[position]}")
             continue
-        if len(name) > NAME_MAX_LENGTH:
-            parsed.row_errors[position] = f"The name is longer than {NAME_MAX_LENGTH} characters."
-            parsed.errors.append(f"{position}: the name is longer than {NAME_MAX_LENGTH} characters.")
+        if len(name) > NAME_MAX_LENGTH or "\x00" in name:
+            problem = (
+                "has a NUL character" if "\x00" in name else f"is longer than {NAME_MAX_LENGTH} characters"
+            )
+            parsed.row_errors[position] = f"The name {problem}."
+            parsed.errors.append(f"{position}: the name {problem}.")
             continue
         if phone in seen:
             parsed.duplicates += 1

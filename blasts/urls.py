@@ -22,7 +22,7 @@ router.register("recipients", RecipientViewSet, basename="recipient")
 urlpatterns = [
     re_path(r"^api/webhook/wsapme/?$", wsapme_webhook, name="wsapme-webhook"),
     path("api/webhook/wsapme/<str:token>", wsapme_webhook, name="wsapme-webhook-token"),
-    path("api/", include(router.urls)),
+    path("api/", include((router.urls, "api"))),  # api:blast-list, apart from the pages' blast-list
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
