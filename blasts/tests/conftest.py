@@ -1,6 +1,11 @@
 import itertools
+import json
+import threading
+from collections import Counter
+from types import SimpleNamespace
 
 import pytest
+import responses
 from django.db import connection
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
@@ -68,3 +73,26 @@ def wsapme_sandbox():
     sandbox = Sandbox(config).start()
     yield sandbox
     sandbox.stop()
+
+
+@pytest.fixture
+def mocked_gateway(settings):
+    """WSAPME mocked: `answers[message_id]` is what getMessageStatus says; `calls` counts the asks."""
+    settings.WSAPME_BASE_URL, settings.WSAPME_TOKEN, settings.WSAPME_SANDBOX = (
+        "https://wsapme.test",
+        "t0k",
+        False,
+    )
+    settings.POLL_CONCURRENCY, settings.POLL_RATE_PER_SECOND = 1, 0
+    state = SimpleNamespace(answers={}, calls=Counter(), lock=threading.Lock())
+
+    def answer(request):
+        message_id = json.loads(request.body)["messageId"]
+        with state.lock:
+            state.calls[message_id] += 1
+        found = state.answers.get(message_id, {"success": False, "data": {}})
+        return found if isinstance(found, tuple) else (200, {}, json.dumps(found))
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.add_callback(responses.POST, "https://wsapme.test/v1/getMessageStatus", callback=answer)
+        yield state

@@ -4,12 +4,10 @@ import csv
 import io
 import json
 from datetime import datetime, timedelta
-from types import SimpleNamespace
 from unittest import mock
 from zoneinfo import ZoneInfo
 
 import pytest
-import responses
 from django.db import OperationalError, connections
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -574,40 +572,26 @@ def test_state_changes_are_post_only(admin_client):
 # --- check-status --------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def gateway(settings):
-    """WSAPME mocked: getMessageStatus answers from `answers` by message id, else 'unknown right now'."""
-    settings.WSAPME_BASE_URL, settings.WSAPME_TOKEN, settings.WSAPME_SANDBOX = (
-        "https://wsapme.test",
-        "t0k",
-        False,
-    )
-    settings.POLL_CONCURRENCY, settings.POLL_RATE_PER_SECOND = 1, 0
-    gateway = SimpleNamespace(answers={}, asked=[])
-
-    def answer(request):
-        message_id = json.loads(request.body)["messageId"]
-        gateway.asked.append(message_id)
-        return 200, {}, json.dumps(gateway.answers.get(message_id, {"success": False, "data": {}}))
-
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mocked:
-        mocked.add_callback(responses.POST, "https://wsapme.test/v1/getMessageStatus", callback=answer)
-        yield gateway
-
-
-def test_check_status_asks_the_gateway_about_unfinished_messages_and_counts_updates(admin_client, gateway):
+def test_check_status_asks_the_gateway_about_unfinished_messages_and_counts_updates(
+    admin_client, mocked_gateway
+):
     blast = blast_at({Status.PENDING: 2, Status.SERVER_ACK: 1, Status.READ_ACK: 1, Status.QUEUED: 1})
     for recipient in blast.recipients.all():
         BlastRecipient.objects.filter(pk=recipient.pk).update(message_id=f"M{recipient.pk}")
     first, second, server_ack, read, _ = blast.recipients.order_by("id")
-    gateway.answers[first.message_id] = {"success": True, "data": {"status": "DELIVERY_ACK"}}
-    gateway.answers[server_ack.message_id] = {"success": True, "status": "READ_ACK"}
-    gateway.answers[read.message_id] = {"success": True, "status": "DELIVERY_ACK"}  # final: never asked
+    mocked_gateway.answers[first.message_id] = {"success": True, "data": {"status": "DELIVERY_ACK"}}
+    mocked_gateway.answers[server_ack.message_id] = {"success": True, "status": "READ_ACK"}
+    mocked_gateway.answers[read.message_id] = {
+        "success": True,
+        "status": "DELIVERY_ACK",
+    }  # final: never asked
 
     response = admin_client.post(f"/api/blasts/{blast.pk}/check-status")
 
     assert (response.status_code, response.json()) == (200, {"checked": 3, "updated": 2})
-    assert sorted(gateway.asked) == sorted([first.message_id, second.message_id, server_ack.message_id])
+    assert sorted(mocked_gateway.calls) == sorted(
+        [first.message_id, second.message_id, server_ack.message_id]
+    )
     statuses = dict(blast.recipients.values_list("pk", "status"))
     assert (statuses[first.pk], statuses[second.pk], statuses[server_ack.pk], statuses[read.pk]) == (
         Status.DELIVERY_ACK,
@@ -618,11 +602,11 @@ def test_check_status_asks_the_gateway_about_unfinished_messages_and_counts_upda
     assert first.history.latest("id").source == Source.POLL
 
 
-def test_check_status_of_a_blast_with_nothing_sent_checks_nothing(admin_client, gateway):
+def test_check_status_of_a_blast_with_nothing_sent_checks_nothing(admin_client, mocked_gateway):
     blast = make_blast(2)
     response = admin_client.post(f"/api/blasts/{blast.pk}/check-status/")
     assert (response.status_code, response.json()) == (200, {"checked": 0, "updated": 0})
-    assert gateway.asked == []
+    assert not mocked_gateway.calls
 
 
 # --- metrics and stuck recipients --------------------------------------------------------------------------

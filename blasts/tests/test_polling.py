@@ -1,14 +1,11 @@
 """poll_statuses: the back-off ladder, what counts as final, the answer shapes, overlapping runs, the API action."""
 
 import io
-import json
 import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
 import pytest
-import responses
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.utils import timezone
@@ -21,30 +18,6 @@ from blasts.wsapme import get_client
 from .conftest import make_blast
 
 Status = BlastRecipient.Status
-STATUS_URL = "https://wsapme.test/v1/getMessageStatus"
-
-
-@pytest.fixture
-def gateway(settings):
-    """WSAPME mocked: `answers[message_id]` is what getMessageStatus says; `calls` counts the asks."""
-    settings.WSAPME_BASE_URL, settings.WSAPME_TOKEN, settings.WSAPME_SANDBOX = (
-        "https://wsapme.test",
-        "t0k",
-        False,
-    )
-    settings.POLL_CONCURRENCY, settings.POLL_RATE_PER_SECOND = 1, 0
-    state = SimpleNamespace(answers={}, calls=Counter(), lock=threading.Lock())
-
-    def answer(request):
-        message_id = json.loads(request.body)["messageId"]
-        with state.lock:
-            state.calls[message_id] += 1
-        found = state.answers.get(message_id, {"success": False, "data": {}})
-        return found if isinstance(found, tuple) else (200, {}, json.dumps(found))
-
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        mock.add_callback(responses.POST, STATUS_URL, callback=answer)
-        yield state
 
 
 def sent(count=1, *, minutes_ago=5, status=Status.PENDING):
@@ -72,7 +45,7 @@ def test_the_ladder_backs_off_then_stops():
     assert poll_after(start, len(POLL_LADDER)) is None
 
 
-def test_only_due_unfinished_messages_are_polled(db, gateway):
+def test_only_due_unfinished_messages_are_polled(db, mocked_gateway):
     (due,) = sent(minutes_ago=5)
     (not_yet,) = sent(minutes_ago=1)
     finals = [sent(status=status)[0] for status in (Status.READ_ACK, Status.REPLIED, Status.CLOSED)]
@@ -81,8 +54,10 @@ def test_only_due_unfinished_messages_are_polled(db, gateway):
 
     assert sum(poll().values()) == 1
 
-    assert list(gateway.calls) == [due.message_id]
-    assert not_yet.message_id not in gateway.calls and all(r.message_id not in gateway.calls for r in finals)
+    assert list(mocked_gateway.calls) == [due.message_id]
+    assert not_yet.message_id not in mocked_gateway.calls and all(
+        r.message_id not in mocked_gateway.calls for r in finals
+    )
 
 
 @pytest.mark.parametrize(
@@ -97,9 +72,9 @@ def test_only_due_unfinished_messages_are_polled(db, gateway):
         ({"success": True, "data": {"status": "PLAYED"}}, 50, None),
     ],
 )
-def test_the_status_is_read_at_the_top_or_under_data(db, gateway, answer, status, gateway_time):
+def test_the_status_is_read_at_the_top_or_under_data(db, mocked_gateway, answer, status, gateway_time):
     (recipient,) = sent()
-    gateway.answers[recipient.message_id] = answer
+    mocked_gateway.answers[recipient.message_id] = answer
 
     assert poll()["updated"] == 1
 
@@ -110,22 +85,22 @@ def test_the_status_is_read_at_the_top_or_under_data(db, gateway, answer, status
     assert entry.occurred_at == (datetime.fromtimestamp(gateway_time, UTC) if gateway_time else None)
 
 
-def test_unknown_right_now_changes_nothing(db, gateway):
+def test_unknown_right_now_changes_nothing(db, mocked_gateway):
     (recipient,) = sent()
     assert poll() == Counter(unknown=1)
     recipient.refresh_from_db()
     assert recipient.status == Status.PENDING and recipient.history.count() == 1
 
 
-def test_an_older_status_from_a_poll_does_not_undo_a_newer_one(db, gateway):
+def test_an_older_status_from_a_poll_does_not_undo_a_newer_one(db, mocked_gateway):
     (recipient,) = sent(status=Status.DELIVERY_ACK)
-    gateway.answers[recipient.message_id] = {"success": True, "status": "SERVER_ACK"}
+    mocked_gateway.answers[recipient.message_id] = {"success": True, "status": "SERVER_ACK"}
     assert poll() == Counter(unchanged=1)
     recipient.refresh_from_db()
     assert recipient.status == Status.DELIVERY_ACK
 
 
-def test_each_poll_moves_the_message_up_the_ladder_until_it_stops(db, gateway):
+def test_each_poll_moves_the_message_up_the_ladder_until_it_stops(db, mocked_gateway):
     (recipient,) = sent()
     poll()
     recipient.refresh_from_db()
@@ -140,18 +115,18 @@ def test_each_poll_moves_the_message_up_the_ladder_until_it_stops(db, gateway):
     assert poll() == Counter()
 
 
-def test_a_final_status_ends_polling(db, gateway):
+def test_a_final_status_ends_polling(db, mocked_gateway):
     (recipient,) = sent()
-    gateway.answers[recipient.message_id] = {"success": True, "status": "READ_ACK"}
+    mocked_gateway.answers[recipient.message_id] = {"success": True, "status": "READ_ACK"}
     poll()
     BlastRecipient.objects.filter(pk=recipient.pk).update(next_poll_at=timezone.now() - timedelta(seconds=1))
     poll()
-    assert gateway.calls[recipient.message_id] == 1
+    assert mocked_gateway.calls[recipient.message_id] == 1
 
 
-def test_a_throttled_check_is_an_error_that_changes_nothing(db, gateway):
+def test_a_throttled_check_is_an_error_that_changes_nothing(db, mocked_gateway):
     (recipient,) = sent()
-    gateway.answers[recipient.message_id] = (429, {"Retry-After": "30"}, "{}")
+    mocked_gateway.answers[recipient.message_id] = (429, {"Retry-After": "30"}, "{}")
     assert poll() == Counter(error=1)
     recipient.refresh_from_db()
     assert recipient.status == Status.PENDING
@@ -159,7 +134,7 @@ def test_a_throttled_check_is_an_error_that_changes_nothing(db, gateway):
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_overlapping_runs_poll_each_due_message_at_most_once(gateway):
+def test_overlapping_runs_poll_each_due_message_at_most_once(mocked_gateway):
     recipients = sent(60)
     tallies = []
 
@@ -175,27 +150,27 @@ def test_overlapping_runs_poll_each_due_message_at_most_once(gateway):
     for thread in runs:
         thread.join()
 
-    assert set(gateway.calls.values()) == {1}
-    assert len(gateway.calls) == len(recipients) == sum(sum(t.values()) for t in tallies)
+    assert set(mocked_gateway.calls.values()) == {1}
+    assert len(mocked_gateway.calls) == len(recipients) == sum(sum(t.values()) for t in tallies)
 
 
-def test_blast_option_polls_every_unfinished_message_of_that_blast_now(db, gateway):
+def test_blast_option_polls_every_unfinished_message_of_that_blast_now(db, mocked_gateway):
     first, second = sent(2, minutes_ago=0)  # not due by the ladder yet
-    gateway.answers[first.message_id] = {"success": True, "status": "DELIVERY_ACK"}
+    mocked_gateway.answers[first.message_id] = {"success": True, "status": "DELIVERY_ACK"}
     out = io.StringIO()
 
     call_command("poll_statuses", "--blast", first.blast_id, stdout=out)
 
     assert out.getvalue().strip() == "checked 2, updated 1, unknown 1, errors 0; early acks matched 0"
-    assert set(gateway.calls) == {first.message_id, second.message_id}
+    assert set(mocked_gateway.calls) == {first.message_id, second.message_id}
 
 
-def test_poll_statuses_for_a_missing_blast_is_a_command_error(db, gateway):
+def test_poll_statuses_for_a_missing_blast_is_a_command_error(db, mocked_gateway):
     with pytest.raises(CommandError, match=r"There is no blast 424242\."):
         call_command("poll_statuses", "--blast", 424242, stdout=io.StringIO())
 
 
-def test_poll_statuses_applies_acks_that_arrived_before_their_message_id(db, gateway):
+def test_poll_statuses_applies_acks_that_arrived_before_their_message_id(db, mocked_gateway):
     (recipient,) = sent(minutes_ago=0)
     WebhookEvent.objects.create(
         kind="status", state="waiting", message_id=recipient.message_id, status="SERVER_ACK", body={}
@@ -207,9 +182,9 @@ def test_poll_statuses_applies_acks_that_arrived_before_their_message_id(db, gat
     assert recipient.status == Status.SERVER_ACK
 
 
-def test_check_status_api_polls_the_blast_now(db, gateway, admin_client, client, django_user_model):
+def test_check_status_api_polls_the_blast_now(db, mocked_gateway, admin_client, client, django_user_model):
     first, _ = sent(2, minutes_ago=0)
-    gateway.answers[first.message_id] = {"success": True, "status": "READ_ACK"}
+    mocked_gateway.answers[first.message_id] = {"success": True, "status": "READ_ACK"}
     url = f"/api/blasts/{first.blast_id}/check-status"
 
     assert client.post(url).status_code == 401  # anonymous: told to authenticate
