@@ -264,9 +264,9 @@ class Sender:
         if blast.state not in ACTIVE:
             recipients_release([pk], worker=self.worker)
             return "released", blast.device, None
-        if OptOut.objects.filter(phone=recipient.phone).exists():
+        if reason := _reason_to_skip(recipient, blast):
             recipient_advance(
-                recipient=pk, status=Status.SKIPPED, source=Source.SEND, reason="Opted out", also=UNCLAIM
+                recipient=pk, status=Status.SKIPPED, source=Source.SEND, reason=reason, also=UNCLAIM
             )
             return "skipped", blast.device, None
 
@@ -303,6 +303,19 @@ class Sender:
             "send blast=%s recipient=%s outcome=%s kind=%s", blast.pk, pk, result.outcome, result.kind or "-"
         )
         return _record(recipient, blast, result, self.rng), blast.device, None
+
+
+def _reason_to_skip(recipient: BlastRecipient, blast: Blast) -> str:
+    """Checked right before each send: why this recipient should not get the message now ('' to send)."""
+    if OptOut.objects.filter(phone=recipient.phone).exists():
+        return "Opted out"
+    if blast.parent_id:
+        # A follow-up's membership is checked again: someone who answered the earlier blast is done.
+        earlier = BlastRecipient.objects.filter(blast_id=blast.parent_id, phone=recipient.phone)
+        status = earlier.values_list("status", flat=True).first()
+        if status is not None and status >= Status.REPLIED:
+            return f"{Status(status).label} on the earlier blast since this follow-up was made"
+    return ""
 
 
 def _blocked(device_id: str) -> bool:

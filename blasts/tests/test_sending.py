@@ -380,3 +380,32 @@ def test_send_blasts_sends_everything_due_and_exits(gateway):
     out = io.StringIO()
     call_command("send_blasts", stdout=out)
     assert out.getvalue().strip() == "sent 3, failed 0, unknown 0, skipped 0, to retry 0"
+
+
+def test_a_follow_ups_membership_is_checked_again_right_before_each_send(gateway, admin_user):
+    from blasts.services import blast_create_follow_up
+
+    parent = queued_blast(4)
+    send(parent)
+    for recipient in parent.recipients.all():
+        recipient_advance(
+            recipient=recipient, status=Status.DELIVERY_ACK, source=StatusHistory.Source.WEBHOOK
+        )
+    follow_up = blast_create_follow_up(parent=parent, status=Status.DELIVERY_ACK, message="Still keen?")
+    assert follow_up.recipients.count() == 4
+    replied, closed, opted_out, still_quiet = parent.recipients.order_by("id")
+    # Between creating the follow-up and sending it: a reply, a sale, an opt-out.
+    recipient_advance(recipient=replied, status=Status.REPLIED, source=StatusHistory.Source.WEBHOOK)
+    recipient_advance(recipient=closed, status=Status.CLOSED, source=StatusHistory.Source.MANUAL)
+    OptOut.objects.create(phone=opted_out.phone)
+    blast_queue(blast=follow_up)
+
+    tally = send(follow_up)
+
+    assert (tally["sent"], tally["skipped"]) == (1, 3)
+    reasons = dict(follow_up.recipients.values_list("phone", "failure_reason"))
+    assert reasons[replied.phone] == "Replied on the earlier blast since this follow-up was made"
+    assert reasons[closed.phone] == "Closed on the earlier blast since this follow-up was made"
+    assert reasons[opted_out.phone] == "Opted out"
+    assert follow_up.recipients.get(phone=still_quiet.phone).status == Status.PENDING
+    assert calls_per_phone(gateway)[still_quiet.phone.lstrip("+")] == 2  # the blast, then its follow-up
