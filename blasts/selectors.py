@@ -1,15 +1,17 @@
 """Named reads: funnel counts and the lists that pages, the API and commands show."""
 
+import math
+import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, OuterRef, Q
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from .models import Blast, BlastRecipient
+from .models import Blast, BlastRecipient, StatusHistory
 from .pacing import device_finish_time
 from .statuses import FUNNEL_ORDER
 
@@ -253,3 +255,68 @@ def blast_progress(blast: Blast) -> Progress:
     funnel = blast_funnel(blast.pk)
     recent = blast.recipients.filter(sent_at__gte=timezone.now() - timedelta(minutes=5)).count()
     return Progress(funnel.done, funnel.total, recent / 5, blast_eta(blast))
+
+
+# Stages timed from the send, and the status whose history rows may carry the gateway's own time.
+TIMED_STAGES = (
+    ("server ack", "server_ack_at", Status.SERVER_ACK),
+    ("delivered", "delivered_at", Status.DELIVERY_ACK),
+    ("read", "read_at", Status.READ_ACK),
+    ("replied", "replied_at", Status.REPLIED),
+)
+REPLY_CURVE_HOURS = (1, 4, 24, 72)
+
+
+@dataclass(frozen=True)
+class StageTiming:
+    stage: str
+    count: int  # recipients that reached the stage (with a send time)
+    median: timedelta | None
+    p90: timedelta | None
+    gateway_times: int  # how many of those times are the gateway's own (the rest are ours)
+
+
+def _percentile(sorted_values: list, fraction: float):
+    """Nearest-rank percentile: the smallest value with at least `fraction` of the values at or below it."""
+    if not sorted_values:
+        return None
+    return sorted_values[max(math.ceil(fraction * len(sorted_values)) - 1, 0)]
+
+
+def blast_timings(blast_ids) -> list[StageTiming]:
+    """Median and p90 time from sending to each stage, over the given blasts."""
+    recipients = BlastRecipient.objects.filter(blast_id__in=list(blast_ids), sent_at__isnull=False)
+    rows = list(recipients.values_list("sent_at", *(field for _, field, _ in TIMED_STAGES)))
+    gateway = dict(
+        StatusHistory.objects.filter(recipient__in=recipients, occurred_at__isnull=False)
+        .order_by()
+        .values_list("to_status")
+        .annotate(n=Count("id"))
+    )
+    timings = []
+    for index, (stage, _, status) in enumerate(TIMED_STAGES, start=1):
+        durations = sorted(row[index] - row[0] for row in rows if row[index] is not None)
+        median = statistics.median(durations) if durations else None
+        timings.append(
+            StageTiming(stage, len(durations), median, _percentile(durations, 0.9), gateway.get(status, 0))
+        )
+    return timings
+
+
+def blast_reply_curve(blast_ids) -> list[tuple[int, float]]:
+    """Share of sent recipients that replied within 1, 4, 24 and 72 hours of their send."""
+    sent = BlastRecipient.objects.filter(blast_id__in=list(blast_ids), sent_at__isnull=False)
+    rows = list(sent.values_list("sent_at", "replied_at"))
+    waits = [replied - sent_at for sent_at, replied in rows if replied]
+    return [
+        (hours, sum(wait <= timedelta(hours=hours) for wait in waits) / len(rows) if rows else 0.0)
+        for hours in REPLY_CURVE_HOURS
+    ]
+
+
+def blast_read_split(blast_id: int) -> tuple[int, int]:
+    """Read recipients split by how we know: a read receipt came, or only a reply proved it."""
+    receipts = StatusHistory.objects.filter(recipient=OuterRef("pk"), to_status=Status.READ_ACK)
+    read = BlastRecipient.objects.filter(blast_id=blast_id, status__gte=Status.READ_ACK)
+    counts = read.aggregate(total=Count("pk"), receipts=Count("pk", filter=Q(Exists(receipts))))
+    return counts["receipts"], counts["total"] - counts["receipts"]

@@ -25,7 +25,10 @@ from .selectors import (
     blast_funnel,
     blast_funnels,
     blast_progress,
+    blast_read_split,
+    blast_reply_curve,
     blast_stuck,
+    blast_timings,
     blasts_daily,
     blasts_funnel_total,
     blasts_funnels_by,
@@ -138,6 +141,9 @@ class BlastDetailView(StaffOnly, DetailView):
             recipients=recipients,
             page=page.get_page(self.request.GET.get("page")),
             follow_up_form=FollowUpForm(),
+            timings=blast_timings([self.object.pk]),
+            reply_curve=blast_reply_curve([self.object.pk]),
+            read_split=blast_read_split(self.object.pk),
         )
         return context
 
