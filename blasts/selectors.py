@@ -175,6 +175,20 @@ AGE_BUCKETS: tuple[tuple[str, timedelta, timedelta | None], ...] = (
 )
 
 
+# Why a recipient may stand at its status, in the words a marketer can act on.
+PROBABLE_CAUSES = {
+    Status.QUEUED: "Not sent yet: waiting for its turn in the device's pacing.",
+    Status.SENDING: "Being sent right now.",
+    Status.PENDING: "Waiting in the device's or WSAPME's queue: if this lasts, check that the phone is online.",
+    Status.SERVER_ACK: "Reached WhatsApp, not the phone: the phone is off, it blocked us, or the number "
+    "is not on WhatsApp (likely after a day).",
+    Status.DELIVERY_ACK: "Delivered, not read: still unread, or read receipts are off.",
+    Status.READ_ACK: "Read, no reply yet: a candidate for a follow-up.",
+    Status.REPLIED: "Replied: follow up by hand and close the sale.",
+    Status.CLOSED: "Closed: the sale is made.",
+}
+
+
 def blast_stuck(blast_id: int) -> list[dict]:
     """Recipients by current status in funnel order, with their share and how long they have stood there."""
     now = timezone.now()
@@ -198,6 +212,7 @@ def blast_stuck(blast_id: int) -> list[dict]:
             {
                 "status": status.name,
                 "label": status.label,
+                "probable_cause": PROBABLE_CAUSES[status],
                 "count": count,
                 "percent": round(100 * count / total, 1) if total else 0.0,
                 "ages": {label: row.get(label, 0) for label, _, _ in AGE_BUCKETS},

@@ -158,6 +158,7 @@ class MarkSerializer(serializers.Serializer):
 class StuckSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=STATUS_NAMES)
     label = serializers.CharField()
+    probable_cause = serializers.CharField()
     count = serializers.IntegerField()
     percent = serializers.FloatField()
     ages = serializers.DictField(child=serializers.IntegerField(), help_text="0-1h, 1-6h, 6-24h, 1-3d, >3d")

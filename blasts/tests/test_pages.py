@@ -115,6 +115,8 @@ def test_the_blast_page_shows_the_funnel_stages_and_where_recipients_stand(admin
     assert "Funnel: sent 4, received 3, read 2, replied 1, closed 0." in html
     pending = next(row for row in page.context["stuck"] if row["status"] == "PENDING")
     assert (pending["count"], pending["ages"]["1-3d"]) == (1, 1)
+    assert "check that the phone is online" in pending["probable_cause"]
+    assert f'href="/blasts/{blast.pk}/recipients.csv?status=PENDING">CSV</a>' in html  # one click to the list
 
 
 def test_the_live_section_refreshes_while_a_blast_is_in_flight(admin_client):
