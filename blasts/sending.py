@@ -315,6 +315,13 @@ def _reason_to_skip(recipient: BlastRecipient, blast: Blast) -> str:
         status = earlier.values_list("status", flat=True).first()
         if status is not None and status >= Status.REPLIED:
             return f"{Status(status).label} on the earlier blast since this follow-up was made"
+    if settings.FREQUENCY_CAP_DAYS:
+        since = timezone.now() - timedelta(days=settings.FREQUENCY_CAP_DAYS)
+        recent = BlastRecipient.objects.filter(phone=recipient.phone, sent_at__gte=since).exclude(blast=blast)
+        if blast.parent_id:
+            recent = recent.exclude(blast_id=blast.parent_id)  # a follow-up may message its own audience
+        if last := recent.order_by("-sent_at").values_list("sent_at", flat=True).first():
+            return f"Messaged {timezone.localtime(last):%Y-%m-%d %H:%M} (frequency cap {settings.FREQUENCY_CAP_DAYS:g} days)"
     return ""
 
 

@@ -192,6 +192,7 @@ SEND_LEASE_SECONDS = env.float("SEND_LEASE_SECONDS", default=60.0)
 SEND_MAX_ATTEMPTS = env.int("SEND_MAX_ATTEMPTS", default=6)
 SEND_BACKOFF_CAP_SECONDS = env.float("SEND_BACKOFF_CAP_SECONDS", default=300.0)
 BLAST_STALE_AFTER_HOURS = env.float("BLAST_STALE_AFTER_HOURS", default=6.0)
+FREQUENCY_CAP_DAYS = env.float("FREQUENCY_CAP_DAYS", default=0.0)  # 0: off
 
 # Status tracking. WSAPME cannot sign its callbacks, so the webhook checks a secret of ours
 # (header X-Webhook-Token, HTTP Basic password, or ?token=). Two may be live while rotating.

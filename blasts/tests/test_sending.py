@@ -409,3 +409,38 @@ def test_a_follow_ups_membership_is_checked_again_right_before_each_send(gateway
     assert reasons[opted_out.phone] == "Opted out"
     assert follow_up.recipients.get(phone=still_quiet.phone).status == Status.PENDING
     assert calls_per_phone(gateway)[still_quiet.phone.lstrip("+")] == 2  # the blast, then its follow-up
+
+
+def test_the_frequency_cap_skips_numbers_messaged_recently_except_for_a_follow_up(gateway, settings):
+    from blasts.services import blast_create_follow_up
+
+    settings.FREQUENCY_CAP_DAYS = 3
+    first = queued_blast(2)
+    send(first)
+    phones = list(first.recipients.values_list("phone", flat=True))
+    again = make_blast(0, device="sandbox")
+    for phone in phones:
+        BlastRecipient.objects.create(blast=again, phone=phone)
+    blast_queue(blast=again)
+
+    assert send(again) == Counter(skipped=2)
+    reason = again.recipients.first().failure_reason
+    assert reason.startswith("Messaged ") and reason.endswith("(frequency cap 3 days)")
+
+    for recipient in first.recipients.all():
+        recipient_advance(
+            recipient=recipient, status=Status.DELIVERY_ACK, source=StatusHistory.Source.WEBHOOK
+        )
+    follow_up = blast_create_follow_up(parent=first, status=Status.DELIVERY_ACK, message="Still keen?")
+    blast_queue(blast=follow_up)
+    assert send(follow_up)["sent"] == 2  # a follow-up to the blast that messaged them is not capped
+
+
+def test_the_frequency_cap_is_off_by_default(gateway, settings):
+    assert settings.FREQUENCY_CAP_DAYS == 0
+    first = queued_blast(1)
+    send(first)
+    again = make_blast(0, device="sandbox")
+    BlastRecipient.objects.create(blast=again, phone=first.recipients.get().phone)
+    blast_queue(blast=again)
+    assert send(again)["sent"] == 1
