@@ -1,5 +1,7 @@
 """The REST API: read-only viewsets with filters; every state change is an action that calls one service."""
 
+from datetime import timedelta
+
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, renderers, status, viewsets
@@ -18,13 +20,21 @@ from .serializers import (
     BlastCreateSerializer,
     BlastSerializer,
     CheckStatusSerializer,
+    FollowUpSerializer,
     HistorySerializer,
     MarkSerializer,
     MetricsSerializer,
     RecipientSerializer,
     StuckSerializer,
 )
-from .services import blast_cancel, blast_pause, blast_queue, blast_resume, recipient_advance
+from .services import (
+    blast_cancel,
+    blast_create_follow_up,
+    blast_pause,
+    blast_queue,
+    blast_resume,
+    recipient_advance,
+)
 from .tracking import poll_due
 from .wsapme import get_client
 
@@ -141,6 +151,31 @@ class BlastViewSet(
         """Ask WSAPME now for the status of every unfinished message of this blast."""
         tally = poll_due(client=get_client(), blast_id=self.get_object().pk)
         return Response({"checked": sum(tally.values()), "updated": tally["updated"]})
+
+    @extend_schema(
+        request=FollowUpSerializer,
+        responses={201: BlastSerializer, 400: OpenApiResponse(description="No recipient in that cell.")},
+    )
+    @action(detail=True, methods=["post"], url_path="follow-up")
+    def follow_up(self, request, pk=None):
+        """A draft follow-up to one funnel cell: recipients now at `status` for at least `min_age_hours`.
+
+        It is linked to this blast, on the next follow-up stage; membership is checked again before each send.
+        """
+        serializer = FollowUpSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            follow_up = blast_create_follow_up(
+                parent=self.get_object(),
+                status=Status[data["status"]],
+                message=data["message"],
+                min_age=timedelta(hours=data["min_age_hours"]),
+                created_by=request.user,
+            )
+        except DjangoValidationError as exc:
+            return Response({"status": exc.messages}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(self._with_funnels([follow_up])[0], status=status.HTTP_201_CREATED)
 
     @extend_schema(responses=MetricsSerializer)
     @action(detail=True)

@@ -1,8 +1,12 @@
+from datetime import timedelta
+
 from django import forms
 from django.conf import settings
 
 from .models import Blast, BlastRecipient, OptOut, validate_placeholders
 from .recipients import ParsedRecipients, normalize_phone, parse_recipients, rows_from_text
+from .services import MAX_AGE_HOURS
+from .statuses import FOLLOW_UP_FROM
 
 CSV_MAX_BYTES = 2 * 1024 * 1024
 Status = BlastRecipient.Status
@@ -72,12 +76,37 @@ class OptOutForm(forms.ModelForm):
         return phone
 
 
-# The statuses a follow-up can be made for: people who got the message and have not replied.
-FOLLOW_UP_FROM = [
-    (s.name, s.label) for s in (Status.PENDING, Status.SERVER_ACK, Status.DELIVERY_ACK, Status.READ_ACK)
-]
-
-
 class FollowUpForm(forms.Form):
-    status = forms.ChoiceField(choices=FOLLOW_UP_FROM, label="Recipients now at")
+    status = forms.ChoiceField(
+        choices=[(s.name, label) for s, label in FOLLOW_UP_FROM.items()], label="Recipients"
+    )
+    min_age_hours = forms.IntegerField(
+        label="for at least (hours)",
+        min_value=0,
+        max_value=MAX_AGE_HOURS,
+        initial=0,
+        required=False,
+        help_text="0: any time. 24 = a day, 72 = three days.",
+    )
     message = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), validators=[validate_placeholders])
+
+    def clean_min_age_hours(self):
+        return timedelta(hours=self.cleaned_data["min_age_hours"] or 0)
+
+
+class CompareForm(forms.Form):
+    """Two things to compare: each a blast, a tag or a follow-up stage ("blast:12", "tag:Promo", …)."""
+
+    a = forms.ChoiceField(label="Compare")
+    b = forms.ChoiceField(label="with")
+
+    def __init__(self, *args, choices, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in ("a", "b"):
+            self.fields[name].choices = [("", "—"), *choices]
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("a") and cleaned.get("a") == cleaned.get("b"):
+            self.add_error("b", "Choose something else to compare with.")
+        return cleaned

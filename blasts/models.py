@@ -110,6 +110,10 @@ class BlastRecipient(models.Model):
     polls = models.PositiveSmallIntegerField(default=0)
     next_poll_at = models.DateTimeField(null=True, blank=True)
     reply_text = models.TextField(blank=True, help_text="The recipient's first reply.")
+    is_canary = models.BooleanField(
+        default=False,
+        help_text="One of the team's phones (CANARY_PHONES): sent like the rest, left out of rates.",
+    )
 
     class Meta:
         ordering = ["id"]
@@ -248,3 +252,25 @@ class WebhookEvent(models.Model):
 
     def __str__(self):
         return f"{self.get_kind_display()} {self.message_id or self.phone} ({self.state})"
+
+
+class Heartbeat(models.Model):
+    """A worker's sign of life: the sender loop every few seconds, each poll_statuses run when it ends."""
+
+    class Role(models.TextChoices):
+        SENDER = "sender", "Sender"
+        POLLER = "poller", "Status poller"
+
+    name = models.CharField(
+        max_length=100, primary_key=True, help_text="host:pid for a sender; host for polls."
+    )
+    role = models.CharField(max_length=10, choices=Role.choices)
+    started_at = models.DateTimeField(default=timezone.now)
+    seen_at = models.DateTimeField(default=timezone.now, db_index=True)
+    note = models.CharField(max_length=200, blank=True, help_text="What its last run did.")
+
+    class Meta:
+        ordering = ["role", "-seen_at"]
+
+    def __str__(self):
+        return f"{self.get_role_display()} {self.name}"

@@ -4,6 +4,11 @@ It speaks the shapes in shared/wsapme-api.md, moves each message through its sta
 seeded timeline, posts webhooks (acks and replies) to a configured URL, and has knobs for the
 gateway's bad days. Nothing here reaches a real phone. No ORM: it is a plain HTTP server.
 
+A ban or a silent drop: `drop_rate` (0..1) is the share of messages that reach SERVER_ACK and
+never anything more, drawn per message from the seed apart from the rest of its timeline (so the
+other messages keep theirs); `p_error` is the share refused with ERROR. Both apply to messages
+sent after they are set, so POST /_sandbox/config {"drop_rate": 1} mid-blast is a ban starting.
+
 Control API (loopback only, no token): GET /_sandbox/calls, /_sandbox/webhooks,
 /_sandbox/config; POST /_sandbox/config (JSON knobs), /_sandbox/faults, /_sandbox/down,
 /_sandbox/reset.
@@ -70,6 +75,7 @@ class SandboxConfig:
     p_receipts_off: float = 0.1  # of read: no READ_ACK is ever sent
     p_reply: float = 0.35  # of read
     p_opt_out: float = 0.05  # of replies: the reply is an opt-out word
+    drop_rate: float = 0.0  # banned or silently dropped: SERVER_ACK, then nothing (no delivery, no reply)
     # Webhooks.
     webhook_url: str = ""
     webhook_headers: dict = field(default_factory=dict)
@@ -389,6 +395,8 @@ class Sandbox:
                     if rng.random() < config.p_reply:
                         words = OPT_OUTS if rng.random() < config.p_opt_out else REPLIES
                         reply = (later(config.reply_after), rng.choice(words))
+        if random.Random(f"{config.seed}:{phone}:{nth}:drop").random() < config.drop_rate:
+            timeline, reply = [(timeline[0][0], "SERVER_ACK")], None
         message = Message(
             id="3EB0" + uuid.uuid4().hex[:18].upper(),
             device=device,

@@ -11,11 +11,17 @@ from django.db.models import Count, Exists, OuterRef, Q
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from .models import Blast, BlastRecipient, StatusHistory
+from .models import Blast, BlastRecipient, Heartbeat, StatusHistory
 from .pacing import device_finish_time
-from .statuses import FUNNEL_ORDER
+from .stats import Difference, Rate
+from .statuses import FOLLOW_UP_FROM, FUNNEL_ORDER
 
 Status = BlastRecipient.Status
+
+
+def audience(**filters):
+    """Recipients that count in rates: everyone but the team's canary phones."""
+    return BlastRecipient.objects.filter(is_canary=False, **filters)
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,10 @@ class Funnel:
             previous = count
         return steps
 
+    def rate(self, stage: str) -> Rate:
+        """A stage ("received", "read", "replied", "closed") as a share of sent, for intervals."""
+        return Rate(self.stages()[stage], self.sent)
+
     def stuck(self) -> list[tuple[Status, int]]:
         """How many recipients stand at each status now, in funnel order."""
         return [(s, self.by_status.get(s, 0)) for s in FUNNEL_ORDER]
@@ -130,12 +140,7 @@ def blast_funnels(blast_ids: Iterable[int]) -> dict[int, Funnel]:
     """Funnels for many blasts in one query (a blast with no recipients gets an empty funnel)."""
     ids = list(blast_ids)
     counts: dict[int, dict[int, int]] = defaultdict(dict)
-    rows = (
-        BlastRecipient.objects.filter(blast_id__in=ids)
-        .order_by()
-        .values_list("blast_id", "status")
-        .annotate(n=Count("id"))
-    )
+    rows = audience(blast_id__in=ids).order_by().values_list("blast_id", "status").annotate(n=Count("id"))
     for blast_id, status, n in rows:
         counts[blast_id][status] = n
     return {blast_id: Funnel(counts[blast_id]) for blast_id in ids}
@@ -198,7 +203,7 @@ def blast_stuck(blast_id: int) -> list[dict]:
         buckets[label] = Count("id", filter=older & Q(status_changed_at__gt=now - old) if old else older)
     rows = {
         row["status"]: row
-        for row in BlastRecipient.objects.filter(blast_id=blast_id)
+        for row in audience(blast_id=blast_id)
         .order_by()
         .values("status")
         .annotate(count=Count("id"), **buckets)
@@ -213,6 +218,7 @@ def blast_stuck(blast_id: int) -> list[dict]:
                 "status": status.name,
                 "label": status.label,
                 "probable_cause": PROBABLE_CAUSES[status],
+                "follow_up": status in FOLLOW_UP_FROM,
                 "count": count,
                 "percent": round(100 * count / total, 1) if total else 0.0,
                 "ages": {label: row.get(label, 0) for label, _, _ in AGE_BUCKETS},
@@ -223,7 +229,7 @@ def blast_stuck(blast_id: int) -> list[dict]:
 
 def blasts_funnel_total(blasts) -> Funnel:
     """One funnel over every recipient of the given blasts (a queryset), in one query."""
-    rows = BlastRecipient.objects.filter(blast__in=blasts.order_by().values("pk")).values_list("status")
+    rows = audience(blast__in=blasts.order_by().values("pk")).values_list("status")
     return Funnel(dict(rows.annotate(n=Count("id")).order_by()))
 
 
@@ -231,7 +237,7 @@ def blasts_funnels_by(blasts, field: str) -> dict[str, Funnel]:
     """Funnels per value of a blast field ("tag", "follow_up_stage"), in one query."""
     grouped: dict[str, dict[int, int]] = defaultdict(dict)
     rows = (
-        BlastRecipient.objects.filter(blast__in=blasts.order_by().values("pk"))
+        audience(blast__in=blasts.order_by().values("pk"))
         .order_by()
         .values_list(f"blast__{field}", "status")
         .annotate(n=Count("id"))
@@ -249,7 +255,7 @@ def blasts_daily(blasts) -> list[dict]:
         "replied": Q(status__gte=Status.REPLIED),
     }
     return list(
-        BlastRecipient.objects.filter(blast__in=blasts.order_by().values("pk"), sent_at__isnull=False)
+        audience(blast__in=blasts.order_by().values("pk"), sent_at__isnull=False)
         .annotate(day=TruncDate("sent_at", tzinfo=timezone.get_current_timezone()))
         .order_by("day")
         .values("day")
@@ -259,7 +265,7 @@ def blasts_daily(blasts) -> list[dict]:
 
 @dataclass(frozen=True)
 class Progress:
-    sent: int  # reached the gateway (or failed, or unknown): done with
+    sent: int  # reached the gateway (or failed, or unknown): done with; canaries included
     total: int
     per_minute: float  # over the last five minutes
     eta: datetime | None
@@ -267,9 +273,19 @@ class Progress:
 
 def blast_progress(blast: Blast) -> Progress:
     """How far sending is, how fast it goes, and when it should end."""
-    funnel = blast_funnel(blast.pk)
-    recent = blast.recipients.filter(sent_at__gte=timezone.now() - timedelta(minutes=5)).count()
-    return Progress(funnel.done, funnel.total, recent / 5, blast_eta(blast))
+    counts = blast.recipients.aggregate(
+        total=Count("id"),
+        waiting=Count("id", filter=Q(status__in=[Status.QUEUED, Status.SENDING])),
+        recent=Count("id", filter=Q(sent_at__gte=timezone.now() - timedelta(minutes=5))),
+    )
+    return Progress(
+        counts["total"] - counts["waiting"], counts["total"], counts["recent"] / 5, blast_eta(blast)
+    )
+
+
+def blast_canaries(blast_id: int) -> list[BlastRecipient]:
+    """The team's canary phones in this blast, in send order: delivered ones prove the device sends."""
+    return list(BlastRecipient.objects.filter(blast_id=blast_id, is_canary=True).order_by("id"))
 
 
 # Stages timed from the send, and the status whose history rows may carry the gateway's own time.
@@ -300,14 +316,30 @@ def _percentile(sorted_values: list, fraction: float):
 
 def blast_timings(blast_ids) -> list[StageTiming]:
     """Median and p90 time from sending to each stage, over the given blasts."""
-    recipients = BlastRecipient.objects.filter(blast_id__in=list(blast_ids), sent_at__isnull=False)
-    rows = list(recipients.values_list("sent_at", *(field for _, field, _ in TIMED_STAGES)))
-    gateway = dict(
-        StatusHistory.objects.filter(recipient__in=recipients, occurred_at__isnull=False)
-        .order_by()
-        .values_list("to_status")
-        .annotate(n=Count("id"))
-    )
+    return blasts_timings_by(audience(blast_id__in=list(blast_ids))).get("", _timings([], {}))
+
+
+def blasts_timings_by_stage(blasts) -> dict[str, list[StageTiming]]:
+    """blast_timings per follow-up stage of the given blasts (a queryset): Initial, Follow-up 1, …"""
+    return blasts_timings_by(audience(blast__in=blasts.order_by().values("pk")), "blast__follow_up_stage")
+
+
+def blasts_timings_by(recipients, group: str = "") -> dict[str, list[StageTiming]]:
+    """Timings of the sent among `recipients` per value of a recipient field (none: all under ""), in two queries."""
+    sent = recipients.filter(sent_at__isnull=False).order_by()
+    grouping = [group] if group else []
+    rows = defaultdict(list)
+    for row in sent.values_list(*grouping, "sent_at", *(name for _, name, _ in TIMED_STAGES)):
+        rows[row[0] if group else ""].append(row[1:] if group else row)
+    gateway = defaultdict(dict)
+    history = StatusHistory.objects.filter(recipient__in=sent, occurred_at__isnull=False).order_by()
+    grouping = [f"recipient__{group}"] if group else []
+    for row in history.values_list(*grouping, "to_status").annotate(n=Count("id")):
+        gateway[row[0] if group else ""][row[-2]] = row[-1]
+    return {value: _timings(rows[value], gateway[value]) for value in sorted(rows)}
+
+
+def _timings(rows: list, gateway: dict[int, int]) -> list[StageTiming]:
     timings = []
     for index, (stage, _, status) in enumerate(TIMED_STAGES, start=1):
         durations = sorted(row[index] - row[0] for row in rows if row[index] is not None)
@@ -320,7 +352,7 @@ def blast_timings(blast_ids) -> list[StageTiming]:
 
 def blast_reply_curve(blast_ids) -> list[tuple[int, float]]:
     """Share of sent recipients that replied within 1, 4, 24 and 72 hours of their send."""
-    sent = BlastRecipient.objects.filter(blast_id__in=list(blast_ids), sent_at__isnull=False)
+    sent = audience(blast_id__in=list(blast_ids), sent_at__isnull=False)
     rows = list(sent.values_list("sent_at", "replied_at"))
     waits = [replied - sent_at for sent_at, replied in rows if replied]
     return [
@@ -332,6 +364,123 @@ def blast_reply_curve(blast_ids) -> list[tuple[int, float]]:
 def blast_read_split(blast_id: int) -> tuple[int, int]:
     """Read recipients split by how we know: a read receipt came, or only a reply proved it."""
     receipts = StatusHistory.objects.filter(recipient=OuterRef("pk"), to_status=Status.READ_ACK)
-    read = BlastRecipient.objects.filter(blast_id=blast_id, status__gte=Status.READ_ACK)
+    read = audience(blast_id=blast_id, status__gte=Status.READ_ACK)
     counts = read.aggregate(total=Count("pk"), receipts=Count("pk", filter=Q(Exists(receipts))))
     return counts["receipts"], counts["total"] - counts["receipts"]
+
+
+COMPARED_STAGES = ("received", "read", "replied", "closed")
+
+
+def funnels_compare(a: Funnel, b: Funnel) -> list[dict]:
+    """Each stage's rate of sent on both sides with 95% intervals, and whether b - a is beyond noise."""
+    return [
+        {
+            "stage": stage,
+            "a": a.rate(stage),
+            "b": b.rate(stage),
+            "difference": Difference(a.rate(stage), b.rate(stage)),
+        }
+        for stage in COMPARED_STAGES
+    ]
+
+
+COMPARABLE = {"blast": "Blast", "tag": "Tag", "stage": "Follow-up stage"}
+
+
+def comparable_funnel(key: str) -> tuple[str, Funnel]:
+    """("Tag: Promo", its funnel) for "tag:Promo"; also "blast:12" and "stage:Follow-up 1".
+
+    Raises ValueError for a key that names nothing."""
+    kind, _, value = key.partition(":")
+    if kind == "blast" and value.isdigit() and (blast := Blast.objects.filter(pk=value).first()):
+        return (
+            f"{blast.tag} ({blast.follow_up_stage}, {blast.created_at:%Y-%m-%d}) #{blast.pk}",
+            blast_funnel(blast.pk),
+        )
+    field = {"tag": "tag", "stage": "follow_up_stage"}.get(kind)
+    if field and value and (blasts := Blast.objects.filter(**{field: value})).exists():
+        return f"{COMPARABLE[kind]}: {value}", blasts_funnel_total(blasts)
+    raise ValueError(f"{key!r} is not a blast, tag or follow-up stage here.")
+
+
+def comparable_choices(recent_blasts: int = 100) -> list[tuple[str, list[tuple[str, str]]]]:
+    """What the compare page offers: tags, follow-up stages and the most recent blasts, grouped."""
+    values = Blast.objects.order_by()
+    tags = values.values_list("tag", flat=True).distinct().order_by("tag")
+    stages = values.values_list("follow_up_stage", flat=True).distinct().order_by("follow_up_stage")
+    blasts = Blast.objects.order_by("-created_at", "-id")[:recent_blasts]
+    return [
+        ("Tags", [(f"tag:{tag}", tag) for tag in tags]),
+        ("Follow-up stages", [(f"stage:{stage}", stage) for stage in stages]),
+        (
+            "Blasts",
+            [
+                (f"blast:{b.pk}", f"#{b.pk} {b.tag} ({b.follow_up_stage}, {b.created_at:%Y-%m-%d})")
+                for b in blasts
+            ],
+        ),
+    ]
+
+
+@dataclass(frozen=True)
+class SequenceStep:
+    stage: str
+    blasts: list[Blast]
+    funnel: Funnel  # this step's own recipients
+    replied_so_far: int  # people of the first blast who replied to it or to any step up to this one
+    closed_so_far: int
+    timings: list[StageTiming]
+
+
+def blast_sequence(blast: Blast) -> tuple[Blast, int, list[SequenceStep]]:
+    """The blast's family from its first blast down: Initial → Follow-up 1 → Follow-up 2 …
+
+    Returns the first blast, how many of its recipients were sent the message (the base of the
+    cumulative rates), and one step per generation of follow-ups (siblings share a step).
+    """
+    root = blast
+    while root.parent_id:
+        root = Blast.objects.get(pk=root.parent_id)
+    generations = [[root]]
+    while children := list(Blast.objects.filter(parent__in=generations[-1]).order_by("created_at", "id")):
+        generations.append(children)
+    ids = [b.pk for generation in generations for b in generation]
+    rows = defaultdict(list)
+    for blast_id, phone, status in audience(blast_id__in=ids).values_list("blast_id", "phone", "status"):
+        rows[blast_id].append((phone, status))
+    funnels = blast_funnels(ids)
+    replied, closed, steps = set(), set(), []
+    for generation in generations:
+        for b in generation:
+            replied.update(phone for phone, status in rows[b.pk] if status >= Status.REPLIED)
+            closed.update(phone for phone, status in rows[b.pk] if status >= Status.CLOSED)
+        counts = defaultdict(int)
+        for b in generation:
+            for status, n in funnels[b.pk].by_status.items():
+                counts[status] += n
+        steps.append(
+            SequenceStep(
+                stage=" / ".join(dict.fromkeys(b.follow_up_stage for b in generation)),
+                blasts=generation,
+                funnel=Funnel(dict(counts)),
+                replied_so_far=len(replied),
+                closed_so_far=len(closed),
+                timings=blast_timings(b.pk for b in generation),
+            )
+        )
+    return root, funnels[root.pk].sent, steps
+
+
+# How long each kind of worker may stay silent before the status page calls it stale.
+STALE_AFTER = {Heartbeat.Role.SENDER: timedelta(minutes=2), Heartbeat.Role.POLLER: timedelta(minutes=15)}
+
+
+def workers_status(now: datetime | None = None) -> list[dict]:
+    """Every worker seen in the last week, newest first per role, with whether it has gone quiet."""
+    now = now or timezone.now()
+    rows = Heartbeat.objects.filter(seen_at__gte=now - timedelta(days=7))
+    return [
+        {"heartbeat": beat, "ago": now - beat.seen_at, "stale": now - beat.seen_at > STALE_AFTER[beat.role]}
+        for beat in rows
+    ]

@@ -10,6 +10,9 @@ The send ledger, per recipient:
    automatically). A SENDING row whose lease ran out belonged to a worker that died mid-send:
    it becomes UNKNOWN.
 No transaction is open during an HTTP call.
+
+Two breakers pause a blast and say why: a run of failed sends of one kind (blast_count_send),
+and poor delivery of the sends that went out (blast_check_delivery_health).
 """
 
 import logging
@@ -29,14 +32,18 @@ from django.db.models import Case, Exists, F, Min, OuterRef, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from .models import Blast, BlastRecipient, Device, OptOut, StatusHistory
+from blastsite.logs import log_event
+
+from .delivery_health import blast_check_delivery_health
+from .models import Blast, BlastRecipient, Device, Heartbeat, OptOut, StatusHistory
 from .pacing import device_block, device_reserve_slot
 from .recipients import message_render
-from .services import blast_pause, blast_queue, recipient_advance
+from .services import blast_pause, blast_queue, recipient_advance, worker_heartbeat
 from .tracking import poll_after, webhook_events_apply_waiting
 from .wsapme import Outcome, SendResult, WsapmeClient
 
 log = logging.getLogger(__name__)
+HEARTBEAT_EVERY = timedelta(seconds=15)
 Status = BlastRecipient.Status
 Source = StatusHistory.Source
 ACTIVE = (Blast.State.QUEUED, Blast.State.SENDING)
@@ -209,6 +216,8 @@ class Sender:
     rng: random.Random = field(default_factory=random.Random)
     on_outcome: Callable[[str], None] = lambda outcome: None
     idle_seconds: float = 1.0
+    health_checked: dict[int, datetime] = field(default_factory=dict)  # blast id -> its last health check
+    beat_at: datetime | None = None  # when this worker last said it is alive
 
     def __post_init__(self):
         self.sleep = self.sleep or self.stop.wait
@@ -218,6 +227,9 @@ class Sender:
         waiting: dict[str, datetime] = {}  # device -> the slot it waits for
         while not self.stop.is_set():
             now = timezone.now()
+            if loop and (self.beat_at is None or now - self.beat_at >= HEARTBEAT_EVERY):
+                worker_heartbeat(role=Heartbeat.Role.SENDER, name=self.worker, note=_tally_words(tally))
+                self.beat_at = now
             recipients_reap_lost_sends(now=now)
             blasts_hold_stale(now=now)
             waiting = {device: at for device, at in waiting.items() if at > now}
@@ -293,22 +305,35 @@ class Sender:
                 recipient_advance(recipient=pk, status=Status.QUEUED, source=Source.SEND, also=UNCLAIM)
             return "released", blast.device, None
         if blast.state == Blast.State.QUEUED:
+            # Queued again after a resume too: started_at is when the current run began, and the
+            # delivery-health breaker judges only the sends made since then.
             Blast.objects.filter(pk=blast.pk, state=Blast.State.QUEUED).update(
                 state=Blast.State.SENDING, started_at=timezone.now()
             )
         result = self.client.send(
             device=blast.device, to=recipient.phone, message=message_render(blast.message, recipient)
         )
-        log.info(
-            "send blast=%s recipient=%s outcome=%s kind=%s", blast.pk, pk, result.outcome, result.kind or "-"
-        )
-        return _record(recipient, blast, result, self.rng), blast.device, None
+        log_event(log, "send", blast=blast.pk, recipient=pk, outcome=result.outcome, kind=result.kind or None)
+        outcome = _record(recipient, blast, result, self.rng)
+        self._watch_delivery_health(blast)
+        return outcome, blast.device, None
+
+    def _watch_delivery_health(self, blast: Blast) -> None:
+        """Run the delivery-health breaker on this blast at most every DELIVERY_HEALTH_CHECK_SECONDS."""
+        now = timezone.now()
+        last = self.health_checked.get(blast.pk)
+        if last and (now - last).total_seconds() < settings.DELIVERY_HEALTH_CHECK_SECONDS:
+            return
+        self.health_checked[blast.pk] = now
+        blast_check_delivery_health(blast=blast, now=now)
 
 
 def _reason_to_skip(recipient: BlastRecipient, blast: Blast) -> str:
     """Checked right before each send: why this recipient should not get the message now ('' to send)."""
     if OptOut.objects.filter(phone=recipient.phone).exists():
         return "Opted out"
+    if recipient.is_canary:
+        return ""  # the team's phones get every blast: they are how we know the device sends
     if blast.parent_id:
         # A follow-up's membership is checked again: someone who answered the earlier blast is done.
         earlier = BlastRecipient.objects.filter(blast_id=blast.parent_id, phone=recipient.phone)
@@ -373,3 +398,7 @@ def blast_prepare_send(blast_id: int) -> Blast:
             f"Blast {blast_id} is {blast.get_state_display().lower()}{why}; nothing to send."
         )
     return blast
+
+
+def _tally_words(tally: Counter) -> str:
+    return f"sent {tally['sent']}, failed {tally['failed']}, unknown {tally['unknown']}, skipped {tally['skipped']}"

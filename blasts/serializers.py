@@ -6,7 +6,8 @@ from rest_framework import serializers
 
 from .models import Blast, BlastRecipient, StatusHistory, validate_placeholders
 from .recipients import parse_recipients
-from .services import blast_create
+from .services import MAX_AGE_HOURS, blast_create
+from .statuses import FOLLOW_UP_FROM
 
 Status = BlastRecipient.Status
 STATUS_NAMES = [s.name for s in Status]
@@ -90,6 +91,17 @@ class BlastCreatedSerializer(serializers.Serializer):
     created = serializers.IntegerField()
     duplicates = serializers.IntegerField()
     opted_out = serializers.IntegerField(help_text="Created as SKIPPED: on the opt-out list.")
+    canaries = serializers.IntegerField(help_text="The team's canary phones added (left out of rates).")
+
+
+class FollowUpSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=[s.name for s in FOLLOW_UP_FROM], help_text="The funnel cell: recipients now at this status."
+    )
+    min_age_hours = serializers.IntegerField(
+        min_value=0, max_value=MAX_AGE_HOURS, default=0, help_text="…standing there for at least this long."
+    )
+    message = serializers.CharField(validators=[validate_placeholders])
 
 
 class RatesSerializer(serializers.Serializer):
@@ -138,6 +150,7 @@ class RecipientSerializer(serializers.ModelSerializer):
         fields = [
             "id", "blast", "phone", "name", "status", "message_id", "status_changed_at", "sent_at", "server_ack_at",
             "delivered_at", "read_at", "replied_at", "closed_at", "failed_at", "failure_reason", "reply_text",
+            "is_canary",
         ]  # fmt: skip
 
 
@@ -159,6 +172,7 @@ class StuckSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=STATUS_NAMES)
     label = serializers.CharField()
     probable_cause = serializers.CharField()
+    follow_up = serializers.BooleanField(help_text="Whether a follow-up can be made for this cell.")
     count = serializers.IntegerField()
     percent = serializers.FloatField()
     ages = serializers.DictField(child=serializers.IntegerField(), help_text="0-1h, 1-6h, 6-24h, 1-3d, >3d")

@@ -2,16 +2,18 @@
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from .models import Blast, BlastRecipient, OptOut, StatusHistory
-from .recipients import ParsedRecipients, parse_recipients
+from .models import Blast, BlastRecipient, Heartbeat, OptOut, StatusHistory
+from .recipients import ParsedRecipients, normalize_phone, parse_recipients
 from .statuses import STAGE_TIME_FIELDS, can_move
+from .templatetags.blasts_extras import duration
 
 Status = BlastRecipient.Status
 Source = StatusHistory.Source
@@ -84,6 +86,22 @@ class BlastCreated:
     created: int
     duplicates: int
     opted_out: int  # created as SKIPPED: the number is on the opt-out list
+    canaries: int = 0  # the team's phones added (CANARY_PHONES), not counted in `created`
+
+
+CANARY_NAME = "Team canary"
+
+
+def with_canaries(audience: list) -> list[BlastRecipient]:
+    """The audience as unsaved rows, with the team's canary phones spread over the first, middle and
+    last positions (one canary: first; two: first and last). A canary phone in the audience stays a canary."""
+    canaries = list(dict.fromkeys(normalize_phone(raw) for raw in settings.CANARY_PHONES))
+    rows = [BlastRecipient(phone=r.phone, name=r.name) for r in audience if r.phone not in canaries]
+    last = len(rows) + len(canaries) - 1
+    for index, phone in enumerate(canaries):
+        position = round(index * last / (len(canaries) - 1)) if len(canaries) > 1 else 0
+        rows.insert(position, BlastRecipient(phone=phone, name=CANARY_NAME, is_canary=True))
+    return rows
 
 
 def blast_create(
@@ -115,10 +133,12 @@ def blast_create(
     blast.full_clean()
     with transaction.atomic():
         blast.save()
+        rows = with_canaries(recipients.recipients)
+        for row in rows:
+            row.blast = blast
         BlastRecipient.objects.bulk_create(
-            (BlastRecipient(blast=blast, phone=r.phone, name=r.name) for r in recipients.recipients),
-            batch_size=1000,
-        )
+            rows, batch_size=1000
+        )  # in send order: canaries first, middle, last
         opted_out = blast.recipients.filter(phone__in=OptOut.objects.values("phone")).values_list(
             "pk", flat=True
         )
@@ -126,7 +146,8 @@ def blast_create(
             recipient_advance(recipient=pk, status=Status.SKIPPED, source=Source.SEND, reason="Opted out")
             for pk in list(opted_out)
         )
-    return BlastCreated(blast, len(recipients.recipients), recipients.duplicates, skipped)
+    canaries = sum(row.is_canary for row in rows)
+    return BlastCreated(blast, len(rows) - canaries, recipients.duplicates, skipped, canaries)
 
 
 # What a person may do to a blast in each state: (action, label).
@@ -151,7 +172,7 @@ def _blast_move(blast: Blast, *, to: Blast.State, allowed_from, reason: str = ""
 
 def blast_queue(*, blast: Blast) -> None:
     """Hand a draft blast to the senders; they send it at its scheduled time, or now."""
-    if not blast.recipients.exists():
+    if not blast.recipients.filter(is_canary=False).exists():
         raise ValidationError("The blast has no recipients.")
     if not _blast_move(blast, to=Blast.State.QUEUED, allowed_from=[Blast.State.DRAFT]):
         raise ValidationError(f"Only a draft can be sent; this blast is {blast.get_state_display().lower()}.")
@@ -216,14 +237,32 @@ def next_follow_up_stage(stage: str) -> str:
     return "Follow-up 1" if stage.strip().lower() == "initial" else f"{stage.strip()} follow-up"[:50]
 
 
-def blast_create_follow_up(*, parent: Blast, status: Status, message: str, created_by=None) -> Blast:
-    """A draft follow-up to the parent's recipients now at `status`, on the next follow-up stage."""
+MAX_AGE_HOURS = 24 * 90  # the oldest "standing there for at least" a follow-up may ask for
+
+
+def follow_up_audience(parent: Blast, status: Status, min_age: timedelta = timedelta(0)):
+    """One funnel cell of the parent: its recipients now at `status`, standing there for at least `min_age`."""
+    audience = parent.recipients.filter(status=status, is_canary=False)
+    if min_age:
+        audience = audience.filter(status_changed_at__lte=timezone.now() - min_age)
+    return audience
+
+
+def blast_create_follow_up(
+    *, parent: Blast, status: Status, message: str, min_age: timedelta = timedelta(0), created_by=None
+) -> Blast:
+    """A draft follow-up to one funnel cell of the parent (see follow_up_audience), on the next stage."""
+    audience = follow_up_audience(parent, status, min_age)
     rows = [
-        (f"Recipient {pk}", phone, name)
-        for pk, phone, name in parent.recipients.filter(status=status).values_list("pk", "phone", "name")
+        (f"Recipient {pk}", phone, name) for pk, phone, name in audience.values_list("pk", "phone", "name")
     ]
     if not rows:
-        raise ValidationError(f"No recipient of this blast is at {status.label.lower()} now.")
+        at = (
+            f"has been at {status.label.lower()} for {duration(min_age)} or more"
+            if min_age
+            else f"is at {status.label.lower()} now"
+        )
+        raise ValidationError(f"No recipient of this blast {at}.")
     return blast_create(
         tag=parent.tag,
         follow_up_stage=next_follow_up_stage(parent.follow_up_stage),
@@ -233,3 +272,13 @@ def blast_create_follow_up(*, parent: Blast, status: Status, message: str, creat
         parent=parent,
         created_by=created_by,
     ).blast
+
+
+def worker_heartbeat(*, role: str, name: str, note: str = "") -> None:
+    """Record that a worker is alive (and what it did last); staff see it on the status page."""
+    now = timezone.now()
+    Heartbeat.objects.update_or_create(
+        name=name[:100],
+        defaults={"role": role, "seen_at": now, "note": note[:200]},
+        create_defaults={"role": role, "seen_at": now, "started_at": now, "note": note[:200]},
+    )

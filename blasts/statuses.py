@@ -94,3 +94,11 @@ FUNNEL_ORDER: tuple[Status, ...] = (
     Status.REPLIED,
     Status.CLOSED,
 )
+
+# The funnel cells a follow-up can be made for: people who got the message and have not replied.
+FOLLOW_UP_FROM: dict[Status, str] = {
+    Status.PENDING: "Sent, not yet at WhatsApp's server",
+    Status.SERVER_ACK: "At WhatsApp's server, not delivered",
+    Status.DELIVERY_ACK: "Delivered, not read",
+    Status.READ_ACK: "Read, not replied",
+}

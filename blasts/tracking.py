@@ -21,6 +21,8 @@ from django.db.models import Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from blastsite.logs import log_event
+
 from .models import Blast, BlastRecipient, OptOut, StatusHistory, WebhookEvent
 from .services import recipient_advance
 from .statuses import status_from_gateway
@@ -99,12 +101,14 @@ def webhook_event_receive(body: Any, event: StatusEvent | ReplyEvent | None) -> 
     if record.state == State.WAITING and BlastRecipient.objects.filter(message_id=record.message_id).exists():
         webhook_events_apply_waiting(message_id=record.message_id)  # the send stored the id meanwhile
         record.refresh_from_db()
-    log.info(
-        "webhook kind=%s state=%s message=%s recipient=%s",
-        record.kind,
-        record.state,
-        record.message_id or "-",
-        record.recipient_id or "-",
+    log_event(
+        log,
+        "webhook",
+        kind=record.kind,
+        state=record.state,
+        blast=record.recipient.blast_id if record.recipient else None,
+        recipient=record.recipient_id,
+        message=record.message_id or None,
     )
     return record
 
@@ -123,20 +127,18 @@ def _apply_status(record: WebhookEvent, event: StatusEvent) -> None:
         # repr() may grow the text (escapes), and the note column holds 255 characters.
         record.state, record.note = State.IGNORED, f"Unknown status {str(event.raw_status)[:40]!r}."[:255]
         return
-    recipient_id = (
-        BlastRecipient.objects.filter(message_id=event.message_id).values_list("pk", flat=True).first()
-    )
+    recipient = BlastRecipient.objects.filter(message_id=event.message_id).only("pk", "blast_id").first()
     adopt = {}
-    if recipient_id is None:
-        recipient_id = _unknown_send_for(event)
-        if recipient_id is None:
+    if recipient is None:
+        recipient = _unknown_send_for(event)
+        if recipient is None:
             record.state = State.WAITING  # the send may not have stored this id yet
             return
         adopt = {"message_id": event.message_id}
         record.note = "Matched to a send whose outcome was unknown; its message id is adopted."
-    record.recipient_id = recipient_id
+    record.recipient = recipient
     applied = recipient_advance(
-        recipient=recipient_id,
+        recipient=recipient.pk,
         status=event.status,
         source=Source.WEBHOOK,
         occurred_at=event.occurred_at,
@@ -148,7 +150,7 @@ def _apply_status(record: WebhookEvent, event: StatusEvent) -> None:
     record.state = State.APPLIED if applied else State.NO_CHANGE
 
 
-def _unknown_send_for(event: StatusEvent) -> int | None:
+def _unknown_send_for(event: StatusEvent) -> BlastRecipient | None:
     """The one UNKNOWN send to the event's number around its time, if exactly one."""
     if not event.phone:
         return None
@@ -160,7 +162,7 @@ def _unknown_send_for(event: StatusEvent) -> int | None:
             status=Status.UNKNOWN,
             message_id__isnull=True,
             status_changed_at__range=(when - window, when + window),
-        ).values_list("pk", flat=True)[:2]
+        ).only("pk", "blast_id")[:2]
     )
     return candidates[0] if len(candidates) == 1 else None
 
@@ -183,13 +185,13 @@ def _apply_reply(record: WebhookEvent, event: ReplyEvent) -> None:
             Q(sent_at__range=(since, now)) | Q(status=Status.UNKNOWN, status_changed_at__range=(since, now))
         )
         .order_by(Coalesce("sent_at", "status_changed_at").desc())
-        .only("pk", "reply_text")
+        .only("pk", "reply_text", "blast_id")
         .first()
     )
     if recipient is None:
         record.state = State.UNATTRIBUTED
         return
-    record.recipient_id = recipient.pk
+    record.recipient = recipient
     applied = recipient_advance(
         recipient=recipient.pk,
         status=Status.REPLIED,
@@ -250,24 +252,31 @@ class _DeviceLimiter:
             self.next_at[device] = max(self.next_at.get(device, 0), time.monotonic() + seconds)
 
 
-def recipients_claim_for_poll(*, now: datetime, limit: int) -> list[tuple[int, str, str]]:
+def recipients_claim_for_poll(*, now: datetime, limit: int) -> list[tuple[int, str, str, int]]:
     """Take due messages and move each to its next rung at once, so overlapping runs never poll one twice."""
     with transaction.atomic():
         rows = list(
             BlastRecipient.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(status__in=NOT_FINAL, message_id__isnull=False, next_poll_at__lte=now)
             .order_by("next_poll_at")
-            .values_list("pk", "message_id", "blast__device", "polls", "sent_at")[:limit]
+            .values_list("pk", "message_id", "blast__device", "blast_id", "polls", "sent_at")[:limit]
         )
         moved = [
             BlastRecipient(pk=pk, polls=polls + 1, next_poll_at=poll_after(sent_at or now, polls + 1))
-            for pk, _, _, polls, sent_at in rows
+            for pk, _, _, _, polls, sent_at in rows
         ]
         BlastRecipient.objects.bulk_update(moved, ["polls", "next_poll_at"])
-    return [(pk, message_id, device) for pk, message_id, device, _, _ in rows]
+    return [row[:4] for row in rows]
 
 
-def poll_one(client: WsapmeClient, limiter: _DeviceLimiter, pk: int, message_id: str, device: str) -> str:
+def poll_one(
+    client: WsapmeClient,
+    limiter: _DeviceLimiter,
+    pk: int,
+    message_id: str,
+    device: str,
+    blast_id: int | None = None,
+) -> str:
     """Ask the gateway for one message's status and apply it; return 'updated', 'unchanged', 'unknown' or 'error'."""
     limiter.wait(device)
     try:
@@ -275,7 +284,16 @@ def poll_one(client: WsapmeClient, limiter: _DeviceLimiter, pk: int, message_id:
     except WsapmeError as exc:
         if exc.retry_after:
             limiter.hold(device, exc.retry_after)
-        log.warning("poll recipient=%s message=%s failed: %s", pk, message_id, exc)
+        log_event(
+            log,
+            "poll",
+            logging.WARNING,
+            blast=blast_id,
+            recipient=pk,
+            message=message_id,
+            outcome="error",
+            error=exc,
+        )
         return "error"
     status = status_from_gateway(result.status) if result.known else None
     if status is None:  # {"success": false, "data": {}} means "unknown right now", not a failure
@@ -289,7 +307,9 @@ def poll_one(client: WsapmeClient, limiter: _DeviceLimiter, pk: int, message_id:
         raw=result.raw,
         reason="WhatsApp reported an error (ERROR)" if status == Status.FAILED else "",
     )
-    log.info("poll recipient=%s message=%s status=%s applied=%s", pk, message_id, status.name, applied)
+    log_event(
+        log, "poll", blast=blast_id, recipient=pk, message=message_id, status=status.name, applied=applied
+    )
     return "updated" if applied else "unchanged"
 
 

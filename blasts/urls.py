@@ -37,6 +37,9 @@ urlpatterns = [
     ),
     path("blasts/<int:pk>/actions/<str:name>/", views.BlastActionView.as_view(), name="blast-action"),
     path("blasts/<int:pk>/follow-up/", views.FollowUpCreateView.as_view(), name="blast-follow-up"),
+    path("blasts/<int:pk>/sequence/", views.BlastSequenceView.as_view(), name="blast-sequence"),
+    path("compare/", views.CompareView.as_view(), name="compare"),
+    path("status/", views.StatusView.as_view(), name="status"),
     path(
         "blasts/<int:blast_pk>/recipients/<int:pk>/",
         views.RecipientDetailView.as_view(),

@@ -12,26 +12,33 @@ from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.utils import timezone
 from django.views.decorators.http import require_GET
-from django.views.generic import DetailView, FormView, View
+from django.views.generic import DetailView, FormView, TemplateView, View
 from django_filters.views import FilterView
 
 from .exports import recipients_csv_response
 from .filters import BlastFilter, RecipientFilter
-from .forms import BlastCreateForm, FollowUpForm
-from .models import Blast, BlastRecipient
+from .forms import BlastCreateForm, CompareForm, FollowUpForm
+from .models import Blast, BlastRecipient, Heartbeat
 from .pacing import device_finish_time
 from .recipients import message_render
 from .selectors import (
+    blast_canaries,
     blast_funnel,
     blast_funnels,
     blast_progress,
     blast_read_split,
     blast_reply_curve,
+    blast_sequence,
     blast_stuck,
     blast_timings,
     blasts_daily,
     blasts_funnel_total,
     blasts_funnels_by,
+    blasts_timings_by_stage,
+    comparable_choices,
+    comparable_funnel,
+    funnels_compare,
+    workers_status,
 )
 from .services import (
     BLAST_ACTIONS,
@@ -65,6 +72,22 @@ class StaffOnly(LoginRequiredMixin, UserPassesTestMixin):
         return self.request.user.is_staff
 
 
+class StatusView(StaffOnly, TemplateView):
+    """For operators: the database, each worker's last heartbeat, and the last status poll."""
+
+    template_name = "blasts/status.html"
+
+    def get_context_data(self, **kwargs):
+        workers = workers_status()
+        return {
+            **super().get_context_data(**kwargs),
+            "workers": workers,
+            "senders": [w for w in workers if w["heartbeat"].role == Heartbeat.Role.SENDER],
+            "pollers": [w for w in workers if w["heartbeat"].role == Heartbeat.Role.POLLER],
+            "waiting": Blast.objects.filter(state__in=IN_FLIGHT).count(),
+        }
+
+
 class BlastListView(StaffOnly, FilterView):
     """Blasts with a mini funnel each, filtered like the API, with totals for the filtered set."""
 
@@ -95,6 +118,7 @@ class OverviewView(StaffOnly, FilterView):
         daily = blasts_daily(blasts)
         context.update(
             total=blasts_funnel_total(blasts),
+            stage_timings=blasts_timings_by_stage(blasts),
             comparisons=[
                 ("tag", blasts_funnels_by(blasts, "tag")),
                 ("follow-up stage", blasts_funnels_by(blasts, "follow_up_stage")),
@@ -140,11 +164,39 @@ class BlastDetailView(StaffOnly, DetailView):
             _live_context(self.object),
             recipients=recipients,
             page=page.get_page(self.request.GET.get("page")),
-            follow_up_form=FollowUpForm(),
+            follow_up_form=FollowUpForm(initial={"status": self.request.GET.get("follow_up", "READ_ACK")}),
             timings=blast_timings([self.object.pk]),
             reply_curve=blast_reply_curve([self.object.pk]),
             read_split=blast_read_split(self.object.pk),
+            canaries=blast_canaries(self.object.pk),
+            in_sequence=self.object.parent_id is not None or self.object.follow_ups.exists(),
         )
+        return context
+
+
+class BlastSequenceView(StaffOnly, DetailView):
+    """A blast's family: Initial → Follow-up 1 → Follow-up 2 … with cumulative reply and close rates."""
+
+    model = Blast
+    template_name = "blasts/blast_sequence.html"
+
+    def get_context_data(self, **kwargs):
+        root, base, steps = blast_sequence(self.object)
+        return {**super().get_context_data(**kwargs), "root": root, "base": base, "steps": steps}
+
+
+class CompareView(StaffOnly, TemplateView):
+    """Two blasts, tags or follow-up stages side by side: rates with 95% intervals, and whether they differ."""
+
+    template_name = "blasts/compare.html"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        form = CompareForm(self.request.GET or None, choices=comparable_choices())
+        context["form"] = form
+        if form.is_valid():
+            (a_label, a), (b_label, b) = (comparable_funnel(form.cleaned_data[side]) for side in ("a", "b"))
+            context.update(a_label=a_label, b_label=b_label, a=a, b=b, rows=funnels_compare(a, b))
         return context
 
 
@@ -235,7 +287,7 @@ class BlastActionView(StaffOnly, View):
 
 
 class FollowUpCreateView(StaffOnly, View):
-    """A follow-up blast for the recipients stuck at one status, as a draft to review and send."""
+    """A follow-up blast for one funnel cell (a status, for at least an age), as a draft to review and send."""
 
     def post(self, request, pk):
         parent = get_object_or_404(Blast, pk=pk)
@@ -249,6 +301,7 @@ class FollowUpCreateView(StaffOnly, View):
                 parent=parent,
                 status=BlastRecipient.Status[form.cleaned_data["status"]],
                 message=form.cleaned_data["message"],
+                min_age=form.cleaned_data["min_age_hours"],
                 created_by=request.user,
             )
         except ValidationError as exc:

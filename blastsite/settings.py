@@ -5,6 +5,7 @@ Every variable is documented in `.env.example`.
 
 import os
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -30,6 +31,36 @@ if _weak_key:
     SECRET_KEY = SECRET_KEY or "django-insecure-local-development-only-never-in-production"
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# HTTPS (on unless DEBUG): redirect plain HTTP, cookies only over HTTPS, HSTS for a year.
+HTTPS = env.bool("HTTPS", default=not DEBUG)
+SECURE_SSL_REDIRECT = HTTPS
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_HTTPONLY = True  # pages send the token from the template, never from JavaScript
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=365 * 24 * 3600 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=HTTPS)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+# Behind a proxy that ends TLS (nginx, a load balancer) and sets X-Forwarded-Proto.
+if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Checks `manage.py check --deploy` may skip, each with its reason:
+SILENCED_SYSTEM_CHECKS = (
+    []
+    if SECURE_HSTS_PRELOAD
+    else [
+        # HSTS preload commits the whole domain, subdomains too, to HTTPS in browsers' built-in lists
+        # (hstspreload.org): the domain's owner opts in with SECURE_HSTS_PRELOAD=true, not this app.
+        "security.W021",
+    ]
+)
+
+# The admin's address: /admin/ while developing; in production it must be set, and not to admin/.
+ADMIN_PATH = env.str("ADMIN_PATH", default="admin/" if DEBUG else "").strip("/") + "/"
+if not DEBUG and ADMIN_PATH in ("/", "admin/"):
+    raise ImproperlyConfigured(
+        "ADMIN_PATH must be set when DEBUG is off, and not to admin/ (e.g. ADMIN_PATH=backoffice-7f3k/)."
+    )
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -44,18 +75,30 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
+    "axes",
     "blasts",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out sign-in into its 429 page
 ]
+
+# Sign-ins: after LOGIN_FAILURE_LIMIT wrong passwords for one username from one address, that
+# pair is locked out for LOGIN_LOCKOUT_MINUTES (django-axes); a staff user can unlock in the admin.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("LOGIN_LOCKOUT_MINUTES", default=30))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "blasts/locked_out.html"
 
 ROOT_URLCONF = "blastsite.urls"
 
@@ -120,7 +163,17 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+# Served by WhiteNoise from STATIC_ROOT (`manage.py collectstatic`): compressed, with hashed
+# names cached for a year. While developing (or STATIC_MANIFEST=false) files are served as they are.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if env.bool("STATIC_MANIFEST", default=not DEBUG)
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
 
 REST_FRAMEWORK = {
     # Token first, so an anonymous request is told how to authenticate (401, WWW-Authenticate: Token).
@@ -148,11 +201,17 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
+# One line per send, poll and webhook with the blast and recipient ids (blastsite/logs.py);
+# LOG_FORMAT=json for a log collector. Secrets are replaced with [redacted] in every line.
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"()": "blastsite.logs.PlainFormatter"},
+        "json": {"()": "blastsite.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
 
@@ -160,11 +219,18 @@ LOGGING = {
 # Blasts
 PHONE_DEFAULT_REGION = env.str("PHONE_DEFAULT_REGION", default="MY")
 BLAST_MAX_RECIPIENTS = env.int("BLAST_MAX_RECIPIENTS", default=1000)
+# The team's own phones, added to every blast at its first, middle and last positions: their
+# delivery shows the device really sends. Left out of every rate. Checked by `manage.py check`.
+CANARY_PHONES = env.list("CANARY_PHONES", default=[])
 
 # WSAPME. Without a token the product runs in sandbox mode: it talks to the local
 # sandbox gateway (manage.py wsapme_sandbox), and no real WhatsApp message is sent.
 WSAPME_TOKEN = env.str("WSAPME_TOKEN", default="")
-WSAPME_SANDBOX = not WSAPME_TOKEN
+WSAPME_SANDBOX = env.bool("WSAPME_SANDBOX", default=DEBUG and not WSAPME_TOKEN)
+if not (WSAPME_TOKEN or WSAPME_SANDBOX):
+    raise ImproperlyConfigured(
+        "WSAPME_TOKEN must be set when DEBUG is off (or WSAPME_SANDBOX=true: the local sandbox, no real message)."
+    )
 WSAPME_SANDBOX_TOKEN = "sandbox-token"  # what the local sandbox accepts; not a secret
 WSAPME_SANDBOX_PORT = env.int("WSAPME_SANDBOX_PORT", default=8900)
 WSAPME_BASE_URL = env.str(
@@ -193,6 +259,14 @@ SEND_MAX_ATTEMPTS = env.int("SEND_MAX_ATTEMPTS", default=6)
 SEND_BACKOFF_CAP_SECONDS = env.float("SEND_BACKOFF_CAP_SECONDS", default=300.0)
 BLAST_STALE_AFTER_HOURS = env.float("BLAST_STALE_AFTER_HOURS", default=6.0)
 FREQUENCY_CAP_DAYS = env.float("FREQUENCY_CAP_DAYS", default=0.0)  # 0: off
+# The delivery-health breaker pauses a blast when, of its most recent WINDOW sends at least WAIT
+# seconds old, too few were delivered within WAIT or too many came back ERROR. WINDOW 0: off.
+DELIVERY_HEALTH_WINDOW = env.int("DELIVERY_HEALTH_WINDOW", default=30)
+DELIVERY_HEALTH_MIN_SAMPLE = env.int("DELIVERY_HEALTH_MIN_SAMPLE", default=20)
+DELIVERY_HEALTH_WAIT = env.float("DELIVERY_HEALTH_WAIT", default=600.0)
+DELIVERY_HEALTH_MIN_RATE = env.float("DELIVERY_HEALTH_MIN_RATE", default=0.5)
+DELIVERY_HEALTH_MAX_ERROR_RATE = env.float("DELIVERY_HEALTH_MAX_ERROR_RATE", default=0.2)
+DELIVERY_HEALTH_CHECK_SECONDS = env.float("DELIVERY_HEALTH_CHECK_SECONDS", default=30.0)
 
 # Status tracking. WSAPME cannot sign its callbacks, so the webhook checks a secret of ours
 # (header X-Webhook-Token, HTTP Basic password, or ?token=). Two may be live while rotating.

@@ -19,3 +19,24 @@ def duration(value: timedelta | None) -> str:
     if hours:
         return f"{hours} h {minutes} min" if minutes else f"{hours} h"
     return f"{minutes} min" if minutes else f"{seconds} s"
+
+
+@register.filter
+def percent(value: float | None) -> str:
+    """A share as '12.3%'; a dash when there is none."""
+    return "\N{EN DASH}" if value is None else f"{100 * value:.1f}%"
+
+
+@register.filter
+def interval(bounds: tuple[float, float] | None) -> str:
+    """A 95% interval of shares or differences as '9.8 to 15.2'; a dash when there is none."""
+    if bounds is None:
+        return "\N{EN DASH}"
+    low, high = (f"{100 * bound:+.1f}" if bounds[0] < 0 else f"{100 * bound:.1f}" for bound in bounds)
+    return f"{low} to {high}"
+
+
+@register.filter
+def rate(funnel, stage: str):
+    """funnel|rate:"replied": the stage's share of sent, as a Rate with its interval."""
+    return funnel.rate(stage)

@@ -82,7 +82,13 @@ def test_create_with_the_roadmaps_example_body_returns_the_blast_id_and_counts(a
 
     assert response.status_code == 201, response.content
     blast = Blast.objects.get()
-    assert response.json() == {"blast_id": blast.pk, "created": 2, "duplicates": 0, "opted_out": 0}
+    assert response.json() == {
+        "blast_id": blast.pk,
+        "created": 2,
+        "duplicates": 0,
+        "opted_out": 0,
+        "canaries": 0,
+    }
     assert (blast.tag, blast.message, blast.follow_up_stage) == (
         "Product Launch",
         "Campaign message",

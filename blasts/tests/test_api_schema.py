@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 import pytest
 import schemathesis
+from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.contrib.staticfiles import finders
 from django.core.signals import got_request_exception, request_finished, request_started
@@ -36,6 +37,8 @@ ROADMAP_BODY = {
     "message": "Campaign message",
     "follow_up_stage": "Initial",
 }
+
+ADMIN = "/" + settings.ADMIN_PATH  # configurable; the tests run it at /staff-only/
 
 
 @pytest.fixture(autouse=True)
@@ -116,7 +119,7 @@ def test_anonymous_requests_are_refused_everywhere_but_the_webhook_and_health(cl
                 assert response.status_code in (401, 403), where
             else:  # pages and the admin send anonymous users to the (admin's) sign-in page
                 assert response.status_code == 302, where
-                assert response["Location"].startswith(("/admin/login/?next=", "/admin/")), where
+                assert response["Location"].startswith((f"{ADMIN}login/?next=", ADMIN)), where
         checked.add(url)
 
     # Every documented API operation, the docs, and the admin were among them.
@@ -129,8 +132,8 @@ def test_anonymous_requests_are_refused_everywhere_but_the_webhook_and_health(cl
         "/api/docs/",
         "/api/redoc/",
         "/api/blasts/",
-        "/admin/",
-        f"/admin/blasts/blast/{blast.pk}/change/",
+        ADMIN,
+        f"{ADMIN}blasts/blast/{blast.pk}/change/",
     } <= checked
     blast.refresh_from_db()
     assert blast.state == Blast.State.QUEUED and Blast.objects.count() == 2  # and nothing changed
@@ -182,7 +185,13 @@ def test_the_schema_is_openapi_3_with_the_roadmaps_names(openapi):
     assert {"blast_tag", "follow_up_stage", "message", "recipients", "device", "scheduled_at"} == set(
         schemas["BlastCreateRequest"]["properties"]
     )
-    assert set(schemas["BlastCreated"]["properties"]) == {"blast_id", "created", "duplicates", "opted_out"}
+    assert set(schemas["BlastCreated"]["properties"]) == {
+        "blast_id",
+        "created",
+        "duplicates",
+        "opted_out",
+        "canaries",
+    }
     assert {"sent", "received", "read", "replied", "closed"} <= set(schemas["Metrics"]["properties"])
     assert "READ_ACK" in schemas["RecipientStatusEnum"]["enum"]
 
@@ -197,7 +206,7 @@ def test_the_schema_documents_every_roadmap_endpoint_and_filter(openapi):
         ("GET", "/api/blasts/{id}/recipients/"), ("POST", "/api/blasts/{id}/pause/"),
         ("POST", "/api/blasts/{id}/resume/"), ("POST", "/api/blasts/{id}/cancel/"),
         ("GET", "/api/recipients/{id}/"), ("GET", "/api/recipients/{id}/history/"),
-        ("POST", "/api/recipients/{id}/mark/"),
+        ("POST", "/api/recipients/{id}/mark/"), ("POST", "/api/blasts/{id}/follow-up/"),
     } <= operations  # fmt: skip
     list_params = {p["name"] for p in paths["/api/blasts/"]["get"]["parameters"]}
     filters = {"date", "date_from", "date_to", "tag", "stage", "state", "ordering", "page", "page_size"}

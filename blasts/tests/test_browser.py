@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.db import connection
 
 from blasts.exports import CSV_FIELDS
@@ -115,7 +116,7 @@ def shot(page, name: str) -> None:
 def sign_in(page, live_server) -> None:
     """Through the admin's login page, where the blast pages send anyone not signed in."""
     page.goto(f"{live_server.url}/")
-    expect(page).to_have_url(re.compile(r"/admin/login/\?next=/$"))
+    expect(page).to_have_url(re.compile(rf"/{settings.ADMIN_PATH}login/\?next=/$"))
     page.fill("#id_username", "marketer")
     page.fill("#id_password", PASSWORD)
     page.click("input[type=submit]")

@@ -12,6 +12,7 @@ import pytest
 import requests
 from django.conf import settings
 from django.core.management import CommandError, call_command
+from django.urls import reverse
 
 from blasts.sandbox import Sandbox, SandboxConfig
 
@@ -478,6 +479,6 @@ def test_a_busy_port_is_a_command_error(wsapme_sandbox):
 
 def test_every_admin_page_says_when_no_real_message_is_sent(admin_client, settings):
     settings.WSAPME_SANDBOX = True
-    assert "No real WhatsApp message is sent" in admin_client.get("/admin/").content.decode()
+    assert "No real WhatsApp message is sent" in admin_client.get(reverse("admin:index")).content.decode()
     settings.WSAPME_SANDBOX = False
-    assert "Sandbox mode" not in admin_client.get("/admin/").content.decode()
+    assert "Sandbox mode" not in admin_client.get(reverse("admin:index")).content.decode()

@@ -1,6 +1,9 @@
+import socket
+
 from django.core.management.base import BaseCommand, CommandError
 
-from blasts.models import Blast
+from blasts.models import Blast, Heartbeat
+from blasts.services import worker_heartbeat
 from blasts.tracking import poll_due, webhook_events_apply_waiting
 from blasts.wsapme import get_client
 
@@ -20,7 +23,12 @@ class Command(BaseCommand):
             tally = poll_due(client=get_client(), blast_id=blast, concurrency=concurrency)
         except Blast.DoesNotExist:
             raise CommandError(f"There is no blast {blast}.") from None
-        self.stdout.write(
+        summary = (
             f"checked {sum(tally.values())}, updated {tally['updated']}, unknown {tally['unknown']}, "
             f"errors {tally['error']}; early acks matched {late_acks}"
         )
+        if blast is None:  # the scheduled run, not a one-off check of one blast
+            worker_heartbeat(
+                role=Heartbeat.Role.POLLER, name=f"poll_statuses@{socket.gethostname()}", note=summary
+            )
+        self.stdout.write(summary)
