@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from .models import Blast, BlastRecipient, Heartbeat, OptOut, StatusHistory
+from .models import Blast, BlastRecipient, Heartbeat, OptOut, StatusHistory, WebhookEvent
 from .recipients import ParsedRecipients, normalize_phone, parse_recipients
 from .statuses import STAGE_TIME_FIELDS, can_move
 from .templatetags.blasts_extras import duration
@@ -282,3 +282,23 @@ def worker_heartbeat(*, role: str, name: str, note: str = "") -> None:
         defaults={"role": role, "seen_at": now, "note": note[:200]},
         create_defaults={"role": role, "seen_at": now, "started_at": now, "note": note[:200]},
     )
+
+
+def records_prune(*, older_than: timedelta, batch: int = 5000) -> dict[str, int]:
+    """Delete raw webhook events and status history older than `older_than`; return how many of each.
+
+    Funnel counts never change: they are read from each recipient's current status and stage times,
+    not from history. Events still waiting for their send are kept, whatever their age.
+    """
+    cutoff = timezone.now() - older_than
+    old = {
+        "webhook events": WebhookEvent.objects.filter(received_at__lt=cutoff).exclude(
+            state=WebhookEvent.State.WAITING
+        ),
+        "history rows": StatusHistory.objects.filter(recorded_at__lt=cutoff),
+    }
+    deleted = dict.fromkeys(old, 0)
+    for name, rows in old.items():
+        while ids := list(rows.values_list("pk", flat=True)[:batch]):  # short transactions, bounded memory
+            deleted[name] += rows.model.objects.filter(pk__in=ids).delete()[0]
+    return deleted
