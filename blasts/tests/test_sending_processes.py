@@ -45,6 +45,7 @@ def sender_env(sandbox, **overrides) -> dict:
     env |= {
         "DATABASE_URL": f"postgres://{db['USER']}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
         "WSAPME_TOKEN": "",  # sandbox mode: the client sends the token the sandbox accepts
+        "WSAPME_SANDBOX": "true",  # with DEBUG off, sandbox mode must be asked for
         "WSAPME_BASE_URL": sandbox.url,
         "SECRET_KEY": os.environ["SECRET_KEY"],  # pytest-env's; DEBUG off insists on one
         "DEBUG": "false",
