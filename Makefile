@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ADDR ?= 127.0.0.1:8000
 
-.PHONY: run test lint format install audit
+.PHONY: run test lint format install audit bench bench-smoke
 
 install: $(VENV)/.installed
 
@@ -56,3 +56,13 @@ audit: install
 	else \
 		echo "AUDIT NOT RUN: PyPI's per-version advisory data (pypi.org/pypi/<name>/<version>/json) is unreachable from this machine."; \
 	fi
+
+# Benchmarks (bench/): one table, written to bench/RESULTS.md. They need PostgreSQL and pgbench, and
+# make and drop their own database <name>_bench on DATABASE_URL's server (without DATABASE_URL:
+# postgres://postgres@127.0.0.1:5432/blasts_bench). bench-smoke: tiny sizes, seconds long, no timing
+# verdicts; it fails if a script crashes or loses work.
+bench: install
+	$(PY) -m bench.run
+
+bench-smoke: install
+	$(PY) -m bench.run --smoke
