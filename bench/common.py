@@ -285,16 +285,9 @@ def wait_until_up(url: str, alive, timeout: float = 60, headers: dict | None = N
 
 
 def serve_sandbox(port: int, latency: float) -> None:
-    """The sandbox gateway (blasts/sandbox.py) with TCP_NODELAY on its sockets.
+    """The sandbox gateway (blasts/sandbox.py) as shipped, in this process."""
+    from blasts.sandbox import Sandbox, SandboxConfig
 
-    As shipped, its handler writes the headers and the body of an answer in two segments, and
-    Nagle's algorithm holds the second until the client's delayed ACK: about 40 ms added to every
-    call (see shipped_round_trip()). A real gateway does not do that, so the benchmarks turn Nagle
-    off; with `disable_nagle_algorithm = True` on `_Handler` in sandbox.py this line does nothing.
-    """
-    from blasts.sandbox import Sandbox, SandboxConfig, _Handler
-
-    _Handler.disable_nagle_algorithm = True
     Sandbox(SandboxConfig(latency=float(latency)), port=port).serve_forever()
 
 
@@ -334,17 +327,6 @@ def gateway_client(url: str):
     from blasts.wsapme import WsapmeClient
 
     return WsapmeClient(url, settings.WSAPME_SANDBOX_TOKEN)
-
-
-def shipped_round_trip(count: int = 10) -> float:
-    """Median seconds of one send to the sandbox exactly as shipped (Nagle on), at latency 0."""
-    from blasts.sandbox import Sandbox
-
-    sandbox = Sandbox().start()
-    try:
-        return round_trip(gateway_client(sandbox.url), count)
-    finally:
-        sandbox.stop()
 
 
 def round_trip(client, count: int = 10) -> float:

@@ -61,7 +61,7 @@ def bench(smoke: bool) -> list[common.Row]:
             f"Checks: {tally['updated']} updated a status, {tally['unchanged']} unchanged, {tally['unknown']} "
             f"unknown, {tally['error']} errors. Gateway round trip measured {rtt * 1000:.1f} ms (ideal from it "
             f"{n * rtt / c:.2f} s, ratio {wall / (n * rtt / c):.3f}). The client's connection pool "
-            f"discarded {discarded.count} connections (urllib3 keeps 10; {c} threads share it).",
+            f"discarded {discarded.count} connections ({c} threads share it).",
         )
     ]
 

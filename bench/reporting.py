@@ -190,7 +190,9 @@ def bench(smoke: bool) -> list[common.Row]:
     common.say(f"seeded {recipients:,} recipients and {history:,} history rows in {seeded:.0f} s")
     call_command("collectstatic", "--noinput", verbosity=0)  # production serves hashed static names
 
-    staff = get_user_model().objects.create_user("bench", is_staff=True, is_superuser=True)
+    staff, _ = get_user_model().objects.get_or_create(
+        username="bench", defaults={"is_staff": True, "is_superuser": True}
+    )
     client = Client(HTTP_HOST="127.0.0.1", HTTP_X_FORWARDED_PROTO="https")
     client.force_login(staff)
 

@@ -102,7 +102,7 @@ def markdown(rows: list[common.Row], facts: list[tuple[str, str]], started: date
         f"Written by `make bench` (bench/run.py) on {started:%Y-%m-%d %H:%M} UTC. Every reference was measured "
         "in the same run; `ratio` is measured ÷ reference. Settings: DEBUG off, LOG_LEVEL=INFO, pacing off "
         "(SEND_RATE_PER_MINUTE=0, POLL_RATE_PER_SECOND=0), every other setting at its default; the sandbox "
-        "gateway runs in its own process with TCP_NODELAY (see bench/common.py).",
+        "gateway runs in its own process (see bench/common.py).",
         "",
         "## Machine",
         "",

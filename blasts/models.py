@@ -121,7 +121,8 @@ class BlastRecipient(models.Model):
             models.UniqueConstraint(fields=["blast", "phone"], name="recipient_unique_phone_per_blast"),
         ]
         indexes = [
-            models.Index(fields=["blast", "status"], name="recipient_blast_status"),
+            # is_canary too, so the funnels (which leave canaries out) read this index alone.
+            models.Index(fields=["blast", "status", "is_canary"], name="recipient_blast_status_canary"),
             models.Index(fields=["status", "claimed_until"], name="recipient_status_lease"),
             models.Index(fields=["next_poll_at"], name="recipient_next_poll"),
             models.Index(fields=["phone", "sent_at"], name="recipient_phone_sent"),

@@ -16,6 +16,7 @@ and poor delivery of the sends that went out (blast_check_delivery_health).
 """
 
 import logging
+import math
 import os
 import random
 import socket
@@ -59,8 +60,12 @@ BREAKER_THRESHOLDS = {
 }
 
 
+def process_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:"
+
+
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident() % 100000}"
+    return f"{process_name()}{threading.get_ident() % 100000}"
 
 
 def _due_blasts(now: datetime, blast_id: int | None):
@@ -136,9 +141,14 @@ def blasts_complete_finished(*, now: datetime, blast_id: int | None = None) -> i
 
 
 def next_due_at(*, now: datetime, blast_id: int | None = None) -> datetime | None:
-    """When a recipient of a due blast can next be claimed (None: nothing left to send)."""
+    """When a recipient of a due blast can next be claimed by this process (None: nothing left to send).
+
+    Live claims of this process's other senders are theirs to finish: they send or requeue them
+    themselves, so a sender with nothing left to claim need not wait for them.
+    """
     due = _due_blasts(now, blast_id).values("pk")
     pending = BlastRecipient.objects.filter(status__in=[Status.QUEUED, Status.SENDING], blast__in=due)
+    pending = pending.exclude(claimed_by__startswith=process_name(), claimed_until__gte=now)
     return pending.aggregate(at=Min(Coalesce("next_attempt_at", "claimed_until", Value(now))))["at"]
 
 
@@ -218,6 +228,7 @@ class Sender:
     idle_seconds: float = 1.0
     health_checked: dict[int, datetime] = field(default_factory=dict)  # blast id -> its last health check
     beat_at: datetime | None = None  # when this worker last said it is alive
+    batch_size: int = 0  # recipients claimed at once; 0: SEND_BATCH_SIZE
 
     def __post_init__(self):
         self.sleep = self.sleep or self.stop.wait
@@ -235,7 +246,7 @@ class Sender:
             waiting = {device: at for device, at in waiting.items() if at > now}
             batch = recipients_claim(
                 worker=self.worker,
-                limit=settings.SEND_BATCH_SIZE,
+                limit=self.batch_size or settings.SEND_BATCH_SIZE,
                 now=now,
                 blast_id=self.blast_id,
                 skip_devices=waiting,
@@ -269,7 +280,11 @@ class Sender:
 
     def send_one(self, pk: int) -> tuple[str, str, datetime | None]:
         """Send one claimed recipient; return (outcome, device, slot the device waits for)."""
-        recipient = BlastRecipient.objects.select_related("blast").get(pk=pk)
+        recipient = (
+            BlastRecipient.objects.select_related("blast")
+            .annotate(opted_out=Exists(OptOut.objects.filter(phone=OuterRef("phone"))))
+            .get(pk=pk)
+        )
         blast = recipient.blast
         if recipient.status != Status.QUEUED or recipient.claimed_by != self.worker:
             return "lost", blast.device, None  # the claim expired and another worker took it
@@ -283,26 +298,27 @@ class Sender:
             return "skipped", blast.device, None
 
         max_wait = settings.SEND_LEASE_SECONDS / 2
-        slot, reserved = device_reserve_slot(
-            blast.device, now=timezone.now(), max_wait=max_wait, rng=self.rng
-        )
-        if reserved:
-            self.sleep(max((slot - timezone.now()).total_seconds(), 0))
-        if not reserved or self.stop.is_set() or _blocked(blast.device):
+        now = timezone.now()
+        slot, reserved = device_reserve_slot(blast.device, now=now, max_wait=max_wait, rng=self.rng)
+        waited = reserved and slot > now
+        if waited:
+            self.sleep((slot - timezone.now()).total_seconds())
+        # After a wait, another sender may have been told to back off (Retry-After) meanwhile.
+        if not reserved or self.stop.is_set() or (waited and _blocked(blast.device)):
             recipients_release([pk], worker=self.worker)
             return "waiting", blast.device, slot
 
+        # SENDING only while this worker holds the claim and the blast is still active: a pause or a
+        # cancel between the claim and now sends nothing and gives the recipient back to the queue.
         lease = timezone.now() + timedelta(seconds=settings.SEND_LEASE_SECONDS)
-        marked = recipient_advance(
+        if not recipient_advance(
             recipient=pk,
             status=Status.SENDING,
             source=Source.SEND,
-            require={"claimed_by": self.worker},
+            require={"claimed_by": self.worker, "blast__state__in": ACTIVE},
             also={"claimed_until": lease, "attempts": F("attempts") + 1},
-        )
-        if not marked or not Blast.objects.filter(pk=blast.pk, state__in=ACTIVE).exists():
-            if marked:  # paused or cancelled between the claim and now: not sent, back to the queue
-                recipient_advance(recipient=pk, status=Status.QUEUED, source=Source.SEND, also=UNCLAIM)
+        ):
+            recipients_release([pk], worker=self.worker)
             return "released", blast.device, None
         if blast.state == Blast.State.QUEUED:
             # Queued again after a resume too: started_at is when the current run began, and the
@@ -330,7 +346,7 @@ class Sender:
 
 def _reason_to_skip(recipient: BlastRecipient, blast: Blast) -> str:
     """Checked right before each send: why this recipient should not get the message now ('' to send)."""
-    if OptOut.objects.filter(phone=recipient.phone).exists():
+    if recipient.opted_out:  # annotated by send_one's query
         return "Opted out"
     if recipient.is_canary:
         return ""  # the team's phones get every blast: they are how we know the device sends
@@ -365,15 +381,22 @@ def send_due(
 ) -> Counter:
     """Run `concurrency` senders (threads, each with its own connection) until done; sum their tallies."""
     stop = stop or threading.Event()
+    # Threads share the claims: a batch of SEND_BATCH_SIZE each would leave the last senders with
+    # the whole tail of the blast while the others idle. Split it so the queue empties evenly.
+    senders = {
+        "client": client,
+        "blast_id": blast_id,
+        "stop": stop,
+        "on_outcome": on_outcome,
+        "batch_size": math.ceil(settings.SEND_BATCH_SIZE / concurrency),
+    }
     if concurrency == 1:
-        return Sender(client=client, blast_id=blast_id, stop=stop, on_outcome=on_outcome).run(loop=loop)
+        return Sender(**senders).run(loop=loop)
     tallies: list[Counter] = []
 
     def work():
         try:
-            tallies.append(
-                Sender(client=client, blast_id=blast_id, stop=stop, on_outcome=on_outcome).run(loop=loop)
-            )
+            tallies.append(Sender(**senders).run(loop=loop))
         finally:
             connection.close()
 

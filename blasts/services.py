@@ -7,7 +7,10 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import DateTimeField, Value
+from django.db.models.functions import Coalesce
+from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
 from .models import Blast, BlastRecipient, Heartbeat, OptOut, StatusHistory, WebhookEvent
@@ -17,8 +20,6 @@ from .templatetags.blasts_extras import duration
 
 Status = BlastRecipient.Status
 Source = StatusHistory.Source
-
-_TIME_FIELDS = [name for _, name in STAGE_TIME_FIELDS] + ["failed_at"]
 
 
 def recipient_advance(
@@ -35,8 +36,8 @@ def recipient_advance(
 ) -> bool:
     """Apply `status` to the recipient if the forward-only rule allows it; return whether it did.
 
-    The only function that changes a recipient's status. It holds the row lock for the
-    read and the write, sets the first-reached time of the new stage and of every
+    The only function that changes a recipient's status. Under the row's lock it reads the
+    status, writes the new one, sets the first-reached time of the new stage and of every
     earlier stage still without one, and appends exactly one StatusHistory row.
     `reason` explains a FAILED, UNKNOWN or SKIPPED status and is kept on the recipient.
     `require` adds conditions on the locked row (e.g. the sender still holds its claim);
@@ -44,40 +45,74 @@ def recipient_advance(
     """
     pk = recipient.pk if isinstance(recipient, BlastRecipient) else recipient
     now = timezone.now()
-    when = occurred_at or now
+    when = Value(occurred_at or now, output_field=DateTimeField())
+    changes: dict[str, Any] = {**(also or {}), "status": status, "status_changed_at": now}
+    if reason:
+        changes["failure_reason"] = reason
+    firsts = [field for stage, field in STAGE_TIME_FIELDS if stage <= status]
+    firsts += ["failed_at"] if status == Status.FAILED else []
+    changes |= {field: Coalesce(field, when) for field in firsts}  # only where not reached before
+    history = StatusHistory(
+        recipient_id=pk,
+        to_status=status,
+        source=source,
+        occurred_at=occurred_at,
+        recorded_at=now,
+        actor=actor,
+        raw=raw,
+    )
+    movable = [current for current in Status if can_move(current, status)]
+    locked = BlastRecipient.objects.filter(pk=pk, **(require or {}))
+    advance = _advance_in_one_statement if connection.vendor == "postgresql" else _advance_under_lock
+    found, moved = advance(locked, changes, movable, history)
+    if not found and not (require and BlastRecipient.objects.filter(pk=pk).exists()):
+        raise BlastRecipient.DoesNotExist(f"recipient {pk} does not exist")
+    if moved and isinstance(recipient, BlastRecipient):
+        recipient.refresh_from_db(fields=list(changes))
+    return moved
+
+
+def _advance_under_lock(locked, changes: dict, movable: list, history: StatusHistory) -> tuple[bool, bool]:
+    """recipient_advance's write in a transaction: lock and read, then update and log. (found, moved)"""
     with transaction.atomic():
-        locked = BlastRecipient.objects.select_for_update().only("status", *_TIME_FIELDS)
-        row = locked.filter(pk=pk, **(require or {})).first()
-        if row is None:
-            if require and BlastRecipient.objects.filter(pk=pk).exists():
-                return False
-            raise BlastRecipient.DoesNotExist(f"recipient {pk} does not exist")
-        if not can_move(row.status, status):
-            return False
-        changes: dict[str, Any] = {**(also or {}), "status": status, "status_changed_at": now}
-        if reason:
-            changes["failure_reason"] = reason
-        if status == Status.FAILED and row.failed_at is None:
-            changes["failed_at"] = when
-        for stage, field in STAGE_TIME_FIELDS:
-            if stage <= status and getattr(row, field) is None:
-                changes[field] = when
-        BlastRecipient.objects.filter(pk=pk).update(**changes)
-        StatusHistory.objects.create(
-            recipient_id=pk,
-            from_status=row.status,
-            to_status=status,
-            source=source,
-            occurred_at=occurred_at,
-            recorded_at=now,
-            actor=actor,
-            raw=raw,
+        current = locked.select_for_update(of=("self",)).values_list("status", flat=True).first()
+        if current not in movable:
+            return current is not None, False
+        BlastRecipient.objects.filter(pk=history.recipient_id).update(**changes)
+        history.from_status = current
+        history.save(force_insert=True)
+    return True, True
+
+
+def _advance_in_one_statement(
+    locked, changes: dict, movable: list, history: StatusHistory
+) -> tuple[bool, bool]:
+    """The same write as one PostgreSQL statement (lock, read, update, log), so one round trip.
+
+    Django compiles each part; the statement only chains them: `old` locks and reads the row,
+    `moved` updates it if the rule allows, `logged` appends the history row if it moved.
+    """
+    old_sql, old_params = locked.values("status").query.sql_with_params()
+    update = BlastRecipient.objects.filter(pk=history.recipient_id).query.chain(UpdateQuery)
+    update.add_update_values(changes)
+    update_sql, update_params = update.get_compiler(connection.alias).as_sql()
+    logged = [
+        field for field in StatusHistory._meta.concrete_fields if field.name not in ("id", "from_status")
+    ]
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in logged)
+    values = [field.get_db_prep_save(field.value_from_object(history), connection) for field in logged]
+    table = connection.ops.quote_name(BlastRecipient._meta.db_table)
+    sql = f"""
+        WITH old AS ({old_sql} FOR UPDATE OF {table}),
+        moved AS ({update_sql} AND (SELECT status FROM old) = ANY(%s) RETURNING 1),
+        logged AS (
+            INSERT INTO {connection.ops.quote_name(StatusHistory._meta.db_table)} (from_status, {columns})
+            SELECT (SELECT status FROM old), {", ".join(["%s"] * len(values))} FROM moved
         )
-    if isinstance(recipient, BlastRecipient):
-        for name, value in changes.items():
-            if not hasattr(value, "resolve_expression"):  # F() values are only known to the database
-                setattr(recipient, name, value)
-    return True
+        SELECT EXISTS (SELECT 1 FROM old), EXISTS (SELECT 1 FROM moved)"""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, (*old_params, *update_params, movable, *values))
+        return cursor.fetchone()
 
 
 @dataclass(frozen=True)

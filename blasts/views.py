@@ -32,8 +32,8 @@ from .selectors import (
     blast_stuck,
     blast_timings,
     blasts_daily,
+    blasts_funnel_breakdown,
     blasts_funnel_total,
-    blasts_funnels_by,
     blasts_timings_by_stage,
     comparable_choices,
     comparable_funnel,
@@ -116,13 +116,11 @@ class OverviewView(StaffOnly, FilterView):
         context = super().get_context_data(**kwargs)
         blasts = self.object_list
         daily = blasts_daily(blasts)
+        funnels = blasts_funnel_breakdown(blasts)
         context.update(
-            total=blasts_funnel_total(blasts),
+            total=funnels.total,
             stage_timings=blasts_timings_by_stage(blasts),
-            comparisons=[
-                ("tag", blasts_funnels_by(blasts, "tag")),
-                ("follow-up stage", blasts_funnels_by(blasts, "follow_up_stage")),
-            ],
+            comparisons=[("tag", funnels.by("tag")), ("follow-up stage", funnels.by("follow_up_stage"))],
             daily=daily,
             trend_max=max((day["sent"] for day in daily), default=1),
             trend_width=max(len(daily), 14) * 40,  # a few days do not make giant bars

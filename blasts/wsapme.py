@@ -16,6 +16,7 @@ from typing import Any
 import requests
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class WsapmeClient:
         self._token = token
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        self._session = session or requests.Session()
+        self._session = session or _pooled_session()
 
     def __repr__(self) -> str:
         return f"WsapmeClient({self.base_url!r})"
@@ -206,6 +207,20 @@ class WsapmeClient:
         """One short line, with the token blanked out in case the gateway echoes it."""
         line = " ".join(text.split())[:REASON_LIMIT]
         return line.replace(self._token, "***") if self._token else line
+
+
+# Connections kept open for reuse. urllib3 keeps 10 by default; the senders and pollers share one
+# client across their threads, and each thread beyond the 10th would open (and drop) a
+# connection per call. A pool only holds connections that were opened, so a roomy one is free.
+POOL_SIZE = 64
+
+
+def _pooled_session() -> requests.Session:
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_maxsize=POOL_SIZE)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 def get_client() -> WsapmeClient:

@@ -136,3 +136,24 @@ def test_send_bookkeeping_statuses_never_follow_a_sent_message(recipient, status
 def test_a_missing_recipient_raises(db):
     with pytest.raises(BlastRecipient.DoesNotExist):
         advance(424242, Status.PENDING)
+
+
+def test_a_claim_that_is_gone_changes_nothing_and_does_not_raise(recipient):
+    assert not advance(recipient, Status.SENDING, require={"claimed_by": "someone else"})
+    recipient.refresh_from_db()
+    assert recipient.status == Status.QUEUED and not recipient.history.exists()
+
+
+@pytest.mark.postgres
+def test_on_postgresql_an_advance_is_one_statement(recipient, django_assert_num_queries):
+    # Lock, read, update and log in one round trip: the send path makes two advances per message.
+    with django_assert_num_queries(1):
+        assert advance(recipient.pk, Status.PENDING, also={"message_id": "3EB0ONE"})
+    with django_assert_num_queries(1):
+        assert not advance(recipient.pk, Status.PENDING)  # no change: still one statement
+    recipient.refresh_from_db()
+    assert (recipient.status, recipient.message_id, recipient.history.count()) == (
+        Status.PENDING,
+        "3EB0ONE",
+        1,
+    )

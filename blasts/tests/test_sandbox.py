@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from blasts.sandbox import Sandbox, SandboxConfig
+from blasts.sandbox import Sandbox, SandboxConfig, _Handler
 
 TOKEN = {"x-wsapme-token": "sandbox-token"}
 
@@ -99,6 +99,20 @@ def test_send_answers_with_the_observed_success_shape(wsapme_sandbox, to):
     assert body["data"]["key"]["fromMe"] is True
     assert body["data"]["message"]["extendedTextMessage"]["text"] == "Hello Aisyah"
     assert body["data"]["messageTimestamp"].isdigit()
+
+
+def test_answers_are_not_held_back_by_nagles_algorithm(wsapme_sandbox, monkeypatch):
+    # Headers and body are two writes: with Nagle on, the body waits ~40 ms for the client's ACK.
+    seen = []
+    setup = _Handler.setup
+
+    def record(handler):
+        setup(handler)
+        seen.append(handler.connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    monkeypatch.setattr(_Handler, "setup", record)
+    assert send(wsapme_sandbox).status_code == 200
+    assert seen and all(seen)
 
 
 def test_every_send_gets_a_fresh_message_id(wsapme_sandbox):

@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from blasts import sending
 from blasts.models import Blast, BlastRecipient, OptOut, StatusHistory
 from blasts.selectors import blast_eta
 from blasts.sending import send_due
@@ -201,6 +202,40 @@ def test_pause_stops_sending_and_resume_never_resends(gateway):
     assert len(gateway.calls) == 6 and set(calls_per_phone(gateway).values()) == {1}
 
 
+def test_a_pause_after_the_claim_sends_nothing_and_gives_the_recipient_back(gateway, monkeypatch):
+    blast = queued_blast(1)
+    reserve = sending.device_reserve_slot
+
+    def pause_then_reserve(*args, **kwargs):  # the pause lands after send_one read the blast as active
+        blast_pause(blast=Blast.objects.get(pk=blast.pk))
+        return reserve(*args, **kwargs)
+
+    monkeypatch.setattr(sending, "device_reserve_slot", pause_then_reserve)
+    assert send(blast)["released"] == 1
+    assert gateway.calls == []
+    recipient = blast.recipients.get()
+    assert (recipient.status, recipient.claimed_by, recipient.attempts) == (Status.QUEUED, "", 0)
+    assert not StatusHistory.objects.filter(recipient=recipient).exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_senders_split_the_claims_so_none_is_left_with_the_tail(gateway, settings, monkeypatch):
+    settings.SEND_BATCH_SIZE = 20
+    blast = queued_blast(30)
+    claimed = []
+    claim = sending.recipients_claim
+
+    def record(**kwargs):
+        ids = claim(**kwargs)
+        claimed.append(len(ids))
+        return ids
+
+    monkeypatch.setattr(sending, "recipients_claim", record)
+    assert send(blast, concurrency=4)["sent"] == 30
+    assert max(claimed) == 5  # 20 / 4 senders
+
+
 def test_a_cancelled_blast_sends_nothing_more(gateway):
     blast = queued_blast(3)
     blast_cancel(blast=blast)
@@ -230,6 +265,21 @@ def test_an_expired_claim_goes_back_to_the_queue(gateway):
     blast = queued_blast(1)
     BlastRecipient.objects.update(claimed_by="dead", claimed_until=timezone.now() - timedelta(seconds=1))
     assert send(blast)["sent"] == 1
+
+
+def test_a_sender_with_nothing_to_claim_waits_for_other_processes_claims_not_its_siblings(db):
+    blast = queued_blast(2)
+    now = timezone.now()
+    until = now + timedelta(seconds=60)
+    sibling, other = blast.recipients.order_by("id")
+    BlastRecipient.objects.filter(pk=sibling.pk).update(
+        status=Status.SENDING, claimed_by=f"{sending.process_name()}99", claimed_until=until
+    )
+    assert sending.next_due_at(now=now, blast_id=blast.pk) is not None  # the other one is unclaimed
+    BlastRecipient.objects.filter(pk=other.pk).update(claimed_by="elsewhere:1:2", claimed_until=until)
+    assert sending.next_due_at(now=now, blast_id=blast.pk) == until  # another process may die: wait
+    BlastRecipient.objects.filter(pk=other.pk).update(claimed_by=f"{sending.process_name()}98")
+    assert sending.next_due_at(now=now, blast_id=blast.pk) is None  # siblings finish their own
 
 
 def test_a_live_claim_is_left_to_its_worker(gateway):

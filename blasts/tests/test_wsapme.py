@@ -1,6 +1,7 @@
 import json
 import logging
 import socket
+import threading
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from http.client import RemoteDisconnected
@@ -647,3 +648,23 @@ def test_token_never_leaks_into_reasons_errors_repr_or_logs(wsapme_sandbox, capl
     assert all(SECRET not in repr(each) for each in (wsapme, refused, sandboxed))
     assert "WSAPME send via device" in caplog.text
     assert SECRET not in caplog.text
+
+
+def test_one_client_keeps_a_connection_per_thread_for_many_threads(wsapme_sandbox, caplog):
+    # urllib3 keeps 10 by default: thread 11 and up would open and drop a connection per call.
+    client = WsapmeClient(wsapme_sandbox.url, wsapme_sandbox.config.token)
+    barrier = threading.Barrier(24)
+
+    def work(n):
+        barrier.wait()
+        for k in range(3):
+            client.send(device="5850", to=f"+6012{n:03d}{k:04d}", message="Hi")
+
+    with caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"):
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(24)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert "Connection pool is full" not in caplog.text
+    assert len(wsapme_sandbox.calls) == 72
