@@ -127,7 +127,7 @@ def _apply_status(record: WebhookEvent, event: StatusEvent) -> None:
         # repr() may grow the text (escapes), and the note column holds 255 characters.
         record.state, record.note = State.IGNORED, f"Unknown status {str(event.raw_status)[:40]!r}."[:255]
         return
-    recipient = BlastRecipient.objects.filter(message_id=event.message_id).only("pk", "blast_id").first()
+    recipient = _recipient_by_message_id(event.message_id)
     adopt = {}
     if recipient is None:
         recipient = _unknown_send_for(event)
@@ -148,6 +148,17 @@ def _apply_status(record: WebhookEvent, event: StatusEvent) -> None:
         also=adopt,
     )
     record.state = State.APPLIED if applied else State.NO_CHANGE
+
+
+def _recipient_by_message_id(message_id: str) -> BlastRecipient | None:
+    """The recipient sent under `message_id` (unique), with only its pk and blast_id loaded.
+
+    Every ack runs this, so it skips the query compiler: `.filter().only().first()` took 0.3 ms of
+    CPU, this 0.09 ms, of the 2.5 ms a webhook event costs a web worker (bench/webhooks.py).
+    """
+    table = BlastRecipient._meta.db_table
+    sql = f"SELECT id, blast_id FROM {table} WHERE message_id = %s"
+    return next(iter(BlastRecipient.objects.raw(sql, [message_id])), None)
 
 
 def _unknown_send_for(event: StatusEvent) -> BlastRecipient | None:

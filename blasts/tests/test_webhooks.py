@@ -7,8 +7,9 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
-from django.db import OperationalError
+from django.db import OperationalError, connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from blasts.models import BlastRecipient, OptOut, StatusHistory, WebhookEvent
@@ -323,3 +324,52 @@ def test_json_that_is_not_an_event_is_stored_for_review(db, body):
     response = post(body)
     assert response.status_code == 200
     assert set(WebhookEvent.objects.values_list("state", flat=True)) <= {"review"}
+
+
+# --- cost per event -------------------------------------------------------------------------------
+# bench/webhooks.py is CPU-bound on the web workers, and every statement costs a round trip plus
+# its compilation. recipient_advance's own statements are counted, not assumed, so the ledger can
+# change shape; what the webhook adds around it is pinned.
+
+
+def _ledger_statements(status, *, already=None) -> int:
+    """The statements recipient_advance runs for one ack on a fresh PENDING recipient (nested, as in the webhook)."""
+    twin = BlastRecipient.objects.create(blast=make_blast(0), phone="+60123450000")
+    recipient_advance(recipient=twin, status=Status.PENDING, source=StatusHistory.Source.SEND)
+    if already:
+        recipient_advance(recipient=twin, status=already, source=StatusHistory.Source.SEND)
+    with CaptureQueriesContext(connection) as ledger:
+        recipient_advance(recipient=twin.pk, status=status, source=StatusHistory.Source.WEBHOOK, raw={})
+    return len(ledger)
+
+
+@pytest.mark.parametrize(
+    ("already", "state"), [(None, "applied"), (Status.READ_ACK, "no_change")], ids=["applied", "duplicate"]
+)
+def test_an_ack_costs_the_ledgers_statements_plus_four(sent, django_assert_num_queries, already, state):
+    if already:
+        recipient_advance(recipient=sent, status=already, source=StatusHistory.Source.SEND)
+    ledger = _ledger_statements(Status.DELIVERY_ACK, already=already)
+    # BEGIN (a savepoint under the test's transaction), the recipient by message id, INSERT of
+    # the event, COMMIT. No re-read of the event, no exists() check unless the ack is waiting.
+    with django_assert_num_queries(ledger + 4):
+        response = post(fixture("ack_nested"))
+    assert response.json()["states"] == [state]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"messageId": MESSAGE_ID, "status": "EXPLODED"}, fixture("unknown_shape")],
+    ids=["status", "shape"],
+)
+def test_an_event_that_changes_no_one_costs_three_statements(sent, django_assert_num_queries, body):
+    with django_assert_num_queries(3):  # BEGIN, INSERT of the event, COMMIT
+        assert post(body).status_code == 200
+
+
+def test_an_early_ack_checks_once_more_for_its_message_id_after_storing(db, django_assert_num_queries):
+    # BEGIN, the recipient by message id, the unknown-send match (a JID is given), INSERT, COMMIT,
+    # then the exists() that catches a send storing the id meanwhile.
+    ack = {"key": {"remoteJid": "60123456789@s.whatsapp.net", "fromMe": True, "id": "EARLY1"}, "status": 2}
+    with django_assert_num_queries(6):
+        assert post(ack).json()["states"] == ["waiting"]
