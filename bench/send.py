@@ -5,6 +5,7 @@ strategy in the same run: one loop over the recipients that sends through the sa
 stores each message id.
 """
 
+import math
 import time
 
 from bench import common
@@ -73,8 +74,8 @@ def bench(smoke: bool) -> list[common.Row]:
         f"{n * rtt / c:.2f} s (ratio {wall / (n * rtt / c):.3f}). Each sender spent {per_send * 1000:.1f} ms "
         f"per message, {max(per_send - rtt, 0) * 1000:.1f} ms of it not waiting for the gateway "
         f"(ledger, claims and idle senders at the end). The first 90 % went out in {first_90:.2f} s, the "
-        f"last 10 % took {last_10:.2f} s more (ideal {0.1 * n * latency / c:.2f} s): each sender claims "
-        f"SEND_BATCH_SIZE={settings.SEND_BATCH_SIZE} at a time. The client's connection pool discarded "
+        f"last 10 % took {last_10:.2f} s more (ideal {0.1 * n * latency / c:.2f} s): each of the {c} senders claims "
+        f"ceil(SEND_BATCH_SIZE / {c}) = {math.ceil(settings.SEND_BATCH_SIZE / c)} at a time. The client's connection pool discarded "
         f"{discarded.count} connections ({c} senders share it). Gateway calls: {len(accepted)} accepted, "
         f"no recipient sent twice."
     )

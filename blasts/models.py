@@ -124,6 +124,11 @@ class BlastRecipient(models.Model):
             # is_canary too, so the funnels (which leave canaries out) read this index alone.
             models.Index(fields=["blast", "status", "is_canary"], name="recipient_blast_status_canary"),
             models.Index(fields=["status", "claimed_until"], name="recipient_status_lease"),
+            # The sender's claim walks a blast's queued recipients in order and stops at its batch:
+            # without this it reads and sorts every queued row of a big blast on each claim.
+            models.Index(
+                fields=["blast", "id"], condition=Q(status=10), name="recipient_queued_order"
+            ),  # QUEUED
             models.Index(fields=["next_poll_at"], name="recipient_next_poll"),
             models.Index(fields=["phone", "sent_at"], name="recipient_phone_sent"),
         ]

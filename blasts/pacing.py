@@ -73,14 +73,15 @@ class Pacing:
         )
 
     @property
-    def unlimited(self) -> bool:
+    def unlimited_but_rate(self) -> bool:
+        """No cap, window or day off: only the rate spaces the sends."""
         return (
-            not self.rate_per_minute
-            and self.hourly_cap is None
-            and self.daily_cap is None
-            and self.window is None
-            and len(self.days) == 7
+            self.hourly_cap is None and self.daily_cap is None and self.window is None and len(self.days) == 7
         )
+
+    @property
+    def unlimited(self) -> bool:
+        return not self.rate_per_minute and self.unlimited_but_rate
 
     @property
     def mean_interval(self) -> float:
@@ -122,6 +123,8 @@ class Pacing:
 
     def finish_time(self, start: datetime, count: int, counters: Counters = Counters()) -> datetime:
         """When the last of `count` messages would go, sending from `start` at the mean rate."""
+        if count and self.unlimited_but_rate:  # the default: one step, not a loop over a big blast
+            return start + timedelta(seconds=self.mean_interval * (count - 1))
         t = start
         for _ in range(count):
             slot, counters = self.fit(t, counters)

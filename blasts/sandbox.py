@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -98,9 +98,12 @@ class SandboxConfig:
                 raise ValueError(f"fault_rates keys must be among {sorted(FAULTS)}")
             if isinstance(current, tuple):
                 value = tuple(value)
-            elif isinstance(current, float | int) and not isinstance(current, bool):
-                value = type(current)(value)
+            elif KNOB_TYPES[key] in (int, float):  # the declared type: latency=0 is still a float
+                value = KNOB_TYPES[key](value)
             setattr(self, key, value)
+
+
+KNOB_TYPES = {knob.name: knob.type for knob in fields(SandboxConfig)}
 
 
 @dataclass

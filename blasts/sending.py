@@ -45,6 +45,9 @@ from .wsapme import Outcome, SendResult, WsapmeClient
 
 log = logging.getLogger(__name__)
 HEARTBEAT_EVERY = timedelta(seconds=15)
+# How often each sender looks for lost sends (leases of a minute) and long-overdue scheduled
+# blasts (hours late): every claim would be two statements a message at high concurrency.
+HOUSEKEEPING_EVERY = timedelta(seconds=5)
 Status = BlastRecipient.Status
 Source = StatusHistory.Source
 ACTIVE = (Blast.State.QUEUED, Blast.State.SENDING)
@@ -228,6 +231,7 @@ class Sender:
     idle_seconds: float = 1.0
     health_checked: dict[int, datetime] = field(default_factory=dict)  # blast id -> its last health check
     beat_at: datetime | None = None  # when this worker last said it is alive
+    housekept_at: datetime | None = None  # when this worker last reaped lost sends and held stale blasts
     batch_size: int = 0  # recipients claimed at once; 0: SEND_BATCH_SIZE
 
     def __post_init__(self):
@@ -241,8 +245,10 @@ class Sender:
             if loop and (self.beat_at is None or now - self.beat_at >= HEARTBEAT_EVERY):
                 worker_heartbeat(role=Heartbeat.Role.SENDER, name=self.worker, note=_tally_words(tally))
                 self.beat_at = now
-            recipients_reap_lost_sends(now=now)
-            blasts_hold_stale(now=now)
+            if self.housekept_at is None or now - self.housekept_at >= HOUSEKEEPING_EVERY:
+                recipients_reap_lost_sends(now=now)
+                blasts_hold_stale(now=now)
+                self.housekept_at = now
             waiting = {device: at for device, at in waiting.items() if at > now}
             batch = recipients_claim(
                 worker=self.worker,

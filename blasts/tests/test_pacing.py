@@ -89,6 +89,18 @@ def test_finish_time_follows_rate_window_and_caps():
     assert pacing.finish_time(WED_10AM, 480) == datetime(2026, 11, 26, 9, 59, tzinfo=KL)
 
 
+def test_finish_time_without_caps_or_window_is_one_step_even_for_a_big_blast(monkeypatch):
+    def no_loop(*args):
+        raise AssertionError("fit() called: the ETA walked the blast message by message")
+
+    monkeypatch.setattr(Pacing, "fit", no_loop)
+    assert Pacing(rate_per_minute=20).finish_time(WED_10AM, 100_000) == WED_10AM + timedelta(
+        seconds=3 * 99_999
+    )
+    assert Pacing(rate_per_minute=0).finish_time(WED_10AM, 100_000) == WED_10AM
+    assert Pacing(rate_per_minute=20).finish_time(WED_10AM, 0) == WED_10AM
+
+
 @pytest.mark.django_db
 def test_reserved_slots_are_spaced_by_the_rate(settings):
     settings.SEND_RATE_PER_MINUTE, settings.SEND_JITTER = 60, 0

@@ -496,3 +496,9 @@ def test_every_admin_page_says_when_no_real_message_is_sent(admin_client, settin
     assert "No real WhatsApp message is sent" in admin_client.get(reverse("admin:index")).content.decode()
     settings.WSAPME_SANDBOX = False
     assert "Sandbox mode" not in admin_client.get(reverse("admin:index")).content.decode()
+
+
+def test_a_knob_keeps_its_declared_type_whatever_it_was_built_with():
+    config = SandboxConfig(latency=0, seed=3)
+    config.update({"latency": 0.05, "seed": "4"})
+    assert (config.latency, config.seed) == (0.05, 4)

@@ -282,6 +282,20 @@ def test_a_sender_with_nothing_to_claim_waits_for_other_processes_claims_not_its
     assert sending.next_due_at(now=now, blast_id=blast.pk) is None  # siblings finish their own
 
 
+def test_a_sender_looks_for_lost_sends_every_few_seconds_not_on_every_claim(gateway, settings, monkeypatch):
+    settings.SEND_BATCH_SIZE = 2
+    blast = queued_blast(6)
+    looks = []
+    reap = sending.recipients_reap_lost_sends
+    monkeypatch.setattr(sending, "recipients_reap_lost_sends", lambda **kw: looks.append(1) or reap(**kw))
+    claims = []
+    claim = sending.recipients_claim
+    monkeypatch.setattr(sending, "recipients_claim", lambda **kw: claims.append(1) or claim(**kw))
+
+    assert send(blast)["sent"] == 6
+    assert len(claims) >= 4 and looks == [1]
+
+
 def test_a_live_claim_is_left_to_its_worker(gateway):
     blast = queued_blast(1)
     BlastRecipient.objects.update(claimed_by="alive", claimed_until=timezone.now() + timedelta(minutes=5))
@@ -494,3 +508,20 @@ def test_the_frequency_cap_is_off_by_default(gateway, settings):
     BlastRecipient.objects.create(blast=again, phone=first.recipients.get().phone)
     blast_queue(blast=again)
     assert send(again)["sent"] == 1
+
+
+@pytest.mark.postgres
+def test_the_claim_walks_the_queued_order_index(db):
+    # On a big blast the claim must not read and sort every queued row to take a batch of them.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    blast = queued_blast(3)
+    with CaptureQueriesContext(connection) as queries:
+        sending.recipients_claim(worker="w", limit=2, now=timezone.now(), blast_id=blast.pk)
+    claim = next(q["sql"] for q in queries if "SKIP LOCKED" in q["sql"])
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN {claim}")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "recipient_queued_order" in plan, plan
