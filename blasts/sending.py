@@ -192,7 +192,6 @@ def _record(recipient: BlastRecipient, blast: Blast, result: SendResult, rng: ra
             "next_poll_at": poll_after(now, 0),
         }
         recipient_advance(status=Status.PENDING, also=also, **common)
-        webhook_events_apply_waiting(message_id=result.message_id)  # acks that beat this commit
         outcome = "sent"
     elif result.outcome == Outcome.REJECTED:
         recipient_advance(status=Status.FAILED, reason=result.reason, also=UNCLAIM, **common)
@@ -232,6 +231,7 @@ class Sender:
     health_checked: dict[int, datetime] = field(default_factory=dict)  # blast id -> its last health check
     beat_at: datetime | None = None  # when this worker last said it is alive
     housekept_at: datetime | None = None  # when this worker last reaped lost sends and held stale blasts
+    sent_ids: list[str] = field(default_factory=list)  # message ids sent in the current batch
     batch_size: int = 0  # recipients claimed at once; 0: SEND_BATCH_SIZE
 
     def __post_init__(self):
@@ -272,17 +272,23 @@ class Sender:
         return tally
 
     def _send_batch(self, batch: list[int], tally: Counter, waiting: dict) -> None:
-        for index, pk in enumerate(batch):
-            if self.stop.is_set():
-                recipients_release(batch[index:], worker=self.worker)
-                return
-            outcome, device, slot = self.send_one(pk)
-            tally[outcome] += 1
-            self.on_outcome(outcome)
-            if outcome == "waiting":
-                waiting[device] = slot
-                recipients_release(batch[index + 1 :], worker=self.worker)
-                return
+        try:
+            for index, pk in enumerate(batch):
+                if self.stop.is_set():
+                    recipients_release(batch[index:], worker=self.worker)
+                    return
+                outcome, device, slot = self.send_one(pk)
+                tally[outcome] += 1
+                self.on_outcome(outcome)
+                if outcome == "waiting":
+                    waiting[device] = slot
+                    recipients_release(batch[index + 1 :], worker=self.worker)
+                    return
+        finally:
+            # Acks that beat our commit of the message id wait for it; one look per batch, not per send.
+            if self.sent_ids:
+                webhook_events_apply_waiting(message_ids=self.sent_ids)
+                self.sent_ids = []
 
     def send_one(self, pk: int) -> tuple[str, str, datetime | None]:
         """Send one claimed recipient; return (outcome, device, slot the device waits for)."""
@@ -337,6 +343,8 @@ class Sender:
         )
         log_event(log, "send", blast=blast.pk, recipient=pk, outcome=result.outcome, kind=result.kind or None)
         outcome = _record(recipient, blast, result, self.rng)
+        if outcome == "sent":
+            self.sent_ids.append(result.message_id)
         self._watch_delivery_health(blast)
         return outcome, blast.device, None
 

@@ -99,7 +99,7 @@ def webhook_event_receive(body: Any, event: StatusEvent | ReplyEvent | None) -> 
         record.pk, record.state, record.note = None, State.REVIEW, "Could not be applied: see the server log."
         record.save()
     if record.state == State.WAITING and BlastRecipient.objects.filter(message_id=record.message_id).exists():
-        webhook_events_apply_waiting(message_id=record.message_id)  # the send stored the id meanwhile
+        webhook_events_apply_waiting(message_ids=[record.message_id])  # the send stored the id meanwhile
         record.refresh_from_db()
     log_event(
         log,
@@ -215,11 +215,11 @@ def _apply_reply(record: WebhookEvent, event: ReplyEvent) -> None:
     record.state = State.APPLIED if applied else State.NO_CHANGE
 
 
-def webhook_events_apply_waiting(*, message_id: str | None = None) -> int:
-    """Apply acks that arrived before their message id was stored; return how many found their message."""
+def webhook_events_apply_waiting(*, message_ids: list[str] | None = None) -> int:
+    """Apply acks that arrived before their message id was stored (of these ids, or all); return how many found their message."""
     waiting = WebhookEvent.objects.filter(state=State.WAITING, received_at__gte=timezone.now() - WAITING_KEPT)
-    if message_id:
-        waiting = waiting.filter(message_id=message_id)
+    if message_ids is not None:
+        waiting = waiting.filter(message_id__in=message_ids)
     found = 0
     for pk in list(waiting.order_by("id").values_list("pk", flat=True)):
         with transaction.atomic():

@@ -7,6 +7,7 @@ resent automatically). The token never reaches a reason, an exception message or
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -101,7 +102,7 @@ class WsapmeClient:
         self._token = token
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        self._session = session or _pooled_session()
+        self._session = session or _pooled_session(self.base_url)
 
     def __repr__(self) -> str:
         return f"WsapmeClient({self.base_url!r})"
@@ -215,11 +216,17 @@ class WsapmeClient:
 POOL_SIZE = 64
 
 
-def _pooled_session() -> requests.Session:
+def _pooled_session(base_url: str) -> requests.Session:
     session = requests.Session()
     adapter = HTTPAdapter(pool_maxsize=POOL_SIZE)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
+    # requests reads the proxy and CA-bundle variables from the environment again on every call
+    # (a quarter of a send's CPU in the client, bench/overhead.py); they do not change while we
+    # run, so they are read once, here.
+    session.proxies = requests.utils.get_environ_proxies(base_url)
+    session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    session.trust_env = False
     return session
 
 

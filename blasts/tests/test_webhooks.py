@@ -7,15 +7,16 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+import responses
 from django.db import OperationalError, connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from blasts.models import BlastRecipient, OptOut, StatusHistory, WebhookEvent
-from blasts.sending import _record
-from blasts.services import recipient_advance
-from blasts.wsapme import Outcome, SendResult
+from blasts.sending import send_due
+from blasts.services import blast_queue, recipient_advance
+from blasts.wsapme import get_client
 
 from .conftest import make_blast
 
@@ -188,20 +189,31 @@ def test_a_late_delivery_ack_does_not_undo_read(sent):
     assert sent.status == Status.READ_ACK
 
 
-def test_an_ack_that_beats_the_send_is_applied_when_the_send_stores_the_id(db):
-    blast = make_blast(1)
-    recipient = blast.recipients.get()
-    early = {"messageId": "EARLY123", "status": "SERVER_ACK"}
-
-    assert post(early).json()["states"] == ["waiting"]
-
-    recipient_advance(recipient=recipient, status=Status.SENDING, source=StatusHistory.Source.SEND)
-    recipient.refresh_from_db()
-    _record(
-        recipient, blast, SendResult(Outcome.SENT, message_id="EARLY123", raw={"messageId": "EARLY123"}), None
+def test_an_ack_that_beats_the_send_is_applied_when_the_send_stores_the_id(db, settings):
+    settings.WSAPME_BASE_URL, settings.WSAPME_TOKEN, settings.WSAPME_SANDBOX = (
+        "https://wsapme.test",
+        "t0k",
+        False,
     )
+    settings.SEND_RATE_PER_MINUTE = 0
+    blast = make_blast(1, device="5850")
+    blast_queue(blast=blast)
+    early = {"messageId": "EARLY123", "status": "SERVER_ACK"}
+    sent = {
+        "success": True,
+        "messageId": "EARLY123",
+        "data": {"key": {"id": "EARLY123"}, "status": "PENDING"},
+    }
 
-    recipient.refresh_from_db()
+    def gateway(request):  # the ack reaches us while the gateway is still answering the send
+        assert post(early).json()["states"] == ["waiting"]
+        return 200, {}, json.dumps(sent)
+
+    with responses.RequestsMock() as mock_gateway:
+        mock_gateway.add_callback(responses.POST, "https://wsapme.test/v1/sendMessage2", callback=gateway)
+        assert send_due(client=get_client(), blast_id=blast.pk)["sent"] == 1
+
+    recipient = blast.recipients.get()
     assert recipient.status == Status.SERVER_ACK
     assert WebhookEvent.objects.get().state == State.APPLIED
 

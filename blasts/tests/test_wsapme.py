@@ -668,3 +668,18 @@ def test_one_client_keeps_a_connection_per_thread_for_many_threads(wsapme_sandbo
             thread.join()
     assert "Connection pool is full" not in caplog.text
     assert len(wsapme_sandbox.calls) == 72
+
+
+def test_the_proxy_and_ca_bundle_from_the_environment_are_read_once(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/company.pem")
+    client = WsapmeClient(BASE, "t0k")
+    monkeypatch.setattr(
+        requests.utils, "get_environ_proxies", lambda *a, **k: pytest.fail("environment read on a call")
+    )
+    session = client._session
+    assert session.proxies["https"] == "http://proxy.internal:3128"
+    assert session.verify == "/etc/ssl/certs/company.pem"
+    request = session.merge_environment_settings(SEND_URL, {}, None, None, None)
+    assert request["proxies"]["https"] == "http://proxy.internal:3128"
