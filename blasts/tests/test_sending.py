@@ -1,12 +1,14 @@
 """Sending against the sandbox gateway, in this process (the multi-process proofs are in test_sending_processes)."""
 
 import io
+import json
 import threading
 import tracemalloc
 from collections import Counter
 from datetime import datetime, timedelta
 
 import pytest
+import responses
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.utils import timezone
@@ -525,3 +527,33 @@ def test_the_claim_walks_the_queued_order_index(db):
         cursor.execute(f"EXPLAIN {claim}")
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "recipient_queued_order" in plan, plan
+
+
+@pytest.mark.postgres
+def test_a_send_costs_four_statements_plus_a_share_of_its_batch(db, settings):
+    # Per message: the recipient (with its opt-out), the device, SENDING and PENDING (each one
+    # statement on PostgreSQL): 4. Once per run or batch (a test's transaction turns BEGIN/COMMIT
+    # into SAVEPOINT/RELEASE): housekeeping 2, the claim 4, the device row made 3, the blast
+    # started 1, the delivery-health check 2, the look for acks that beat the sends 1, and at the
+    # end the empty claim 3, completion 1 and the next-due check 1: 18.
+    settings.WSAPME_BASE_URL, settings.WSAPME_TOKEN, settings.WSAPME_SANDBOX = (
+        "https://wsapme.test",
+        "t0k",
+        False,
+    )
+    settings.SEND_RATE_PER_MINUTE, settings.SEND_BATCH_SIZE = 0, 20
+    blast = queued_blast(10)
+    answer = {"success": True, "messageId": "3EB0X", "data": {"key": {"id": "3EB0X"}, "status": "PENDING"}}
+    ids = iter(range(100))
+
+    def gateway(request):
+        n = next(ids)
+        return 200, {}, json.dumps({**answer, "messageId": f"3EB0X{n}"})
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with responses.RequestsMock() as mock, CaptureQueriesContext(connection) as queries:
+        mock.add_callback(responses.POST, "https://wsapme.test/v1/sendMessage2", callback=gateway)
+        assert send(blast)["sent"] == 10
+    assert len(queries) == 4 * 10 + 18, "\n".join(q["sql"][:80] for q in queries)
