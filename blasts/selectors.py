@@ -304,11 +304,6 @@ def blasts_funnel_total(blasts) -> Funnel:
     return blasts_funnel_breakdown(blasts).total
 
 
-def blasts_funnels_by(blasts, field: str) -> dict[str, Funnel]:
-    """Funnels per value of a blast field ("tag", "follow_up_stage"), in one query."""
-    return blasts_funnel_breakdown(blasts).by(field)
-
-
 def blasts_daily(blasts) -> list[dict]:
     """Per day sent (local time): how many were sent, and how many of those reached each stage."""
     stages = {
