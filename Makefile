@@ -30,10 +30,10 @@ run: install .env
 	U().objects.filter(username='admin').exists() or \
 	U().objects.create_superuser('admin', '', os.environ['DJANGO_SUPERUSER_PASSWORD'])"
 	@echo ""
-	@echo "  Sign in at http://$(ADDR)/admin/ as admin, password: $$(sed -n 's/^DJANGO_SUPERUSER_PASSWORD=//p' .env)"
+	@echo "  Sign in at http://$(ADDR)/login/ as admin (the admin is at /admin/), password: $$(sed -n 's/^DJANGO_SUPERUSER_PASSWORD=//p' .env)"
 	@echo ""
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ADDR=$(ADDR) $(VENV)/bin/honcho -f Procfile.dev start $$($(PY) manage.py \
-	shell -v 0 -c "from django.conf import settings; print('web worker sandbox' if settings.WSAPME_SANDBOX else 'web worker')")
+	shell -v 0 -c "from django.conf import settings; print('web worker poller sandbox' if settings.WSAPME_SANDBOX else 'web worker poller')")
 
 test: install
 	$(PY) -m pytest

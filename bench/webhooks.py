@@ -73,7 +73,7 @@ def event(i: int, messages: int) -> dict:
 
 class LoadGenerator:
     """Closed loop: `connections` clients, each posting one event and waiting for the answer, again
-    and again. A new connection each time: gunicorn's sync workers close it after every answer."""
+    and again. A new connection each time: gunicorn closes it after every answer (no keep-alive)."""
 
     def __init__(self, port: int, secret: str, messages: int):
         self.port, self.secret, self.messages = port, secret, messages
@@ -239,7 +239,7 @@ def bench(smoke: bool) -> list[common.Row]:
             f"≥ {TARGET_RATE:.0f} events/s",
             rate >= TARGET_RATE,
             f"{len(measured)} events in {wall:.1f} s after a {size['warmup']:g} s warm-up; gunicorn with "
-            f"blastsite/gunicorn.py ({workers} sync workers), DEBUG off, a new connection per event. {cpu}",
+            f"blastsite/gunicorn.py ({workers} gthread workers), DEBUG off, a new connection per event. {cpu}",
         ),
         common.Row(
             "3. Webhook latency p50 / p99",

@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, renderers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.filters import OrderingFilter
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
@@ -18,6 +19,7 @@ from .serializers import (
     STATUS_NAMES,
     BlastCreatedSerializer,
     BlastCreateSerializer,
+    BlastDetailSerializer,
     BlastSerializer,
     CheckStatusSerializer,
     FollowUpSerializer,
@@ -35,16 +37,27 @@ from .services import (
     blast_resume,
     recipient_advance,
 )
-from .tracking import poll_due
-from .wsapme import get_client
+from .tracking import blast_check_statuses, status_check_words
 
 Status = BlastRecipient.Status
+
+
+# Ids in URLs are ASCII digits: the router's default takes any text, and int() reads any Unicode
+# digit ("\u0663", an Arabic-Indic three, is 3), so one blast would answer at many addresses.
+ID = "[0-9]+"
 
 
 class Pagination(PageNumberPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500
+
+    def paginate_queryset(self, queryset, request, view=None):
+        # For the same reason ?page=\u0663 would be page 3: say what is wrong instead.
+        for name in (self.page_query_param, self.page_size_query_param):
+            if not request.query_params.get(name, "").isascii():
+                raise ValidationError({name: ["Use the digits 0-9."]})
+        return super().paginate_queryset(queryset, request, view)
 
 
 class CSVRenderer(renderers.BaseRenderer):
@@ -67,6 +80,7 @@ class BlastViewSet(
 
     queryset = Blast.objects.all()
     serializer_class = BlastSerializer
+    lookup_value_regex = ID
     pagination_class = Pagination
     filterset_class = BlastFilter
     filter_backends = [*viewsets.GenericViewSet.filter_backends, OrderingFilter]
@@ -76,6 +90,9 @@ class BlastViewSet(
     def filter_queryset(self, queryset):
         # The list's filters (tag, stage, date, …) choose blasts; on one blast they would hide it.
         return super().filter_queryset(queryset) if self.action == "list" else queryset
+
+    def get_serializer_class(self):
+        return BlastDetailSerializer if self.action == "retrieve" else BlastSerializer
 
     def get_serializer_context(self):
         return {**super().get_serializer_context(), "funnels": getattr(self, "funnels", {})}
@@ -88,7 +105,7 @@ class BlastViewSet(
         page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
         return self.get_paginated_response(self._with_funnels(page))
 
-    @extend_schema(responses=BlastSerializer)
+    @extend_schema(responses=BlastDetailSerializer)
     def retrieve(self, request, *args, **kwargs):
         """The blast, its metrics, and its recipients (paginated: ?page=)."""
         blast = self.get_object()
@@ -145,12 +162,23 @@ class BlastViewSet(
             lambda blast: blast_cancel(blast=blast, reason=f"Cancelled by {request.user} (API).")
         )
 
-    @extend_schema(request=None, responses=CheckStatusSerializer)
+    @extend_schema(
+        request=None,
+        responses={
+            202: CheckStatusSerializer,
+            200: OpenApiResponse(CheckStatusSerializer, description="Nothing to check: `check` is null."),
+        },
+    )
     @action(detail=True, methods=["post"], url_path="check-status")
     def check_status(self, request, pk=None):
-        """Ask WSAPME now for the status of every unfinished message of this blast."""
-        tally = poll_due(client=get_client(), blast_id=self.get_object().pk)
-        return Response({"checked": sum(tally.values()), "updated": tally["updated"]})
+        """Have the poller ask WSAPME about every unfinished message of this blast; answers at once.
+
+        202 with the check (the one already running, if there is one); follow it in this blast's
+        `status_check`. 200 with no check when no sent message is waiting for a status.
+        """
+        check = blast_check_statuses(blast=self.get_object(), requested_by=request.user)
+        answer = CheckStatusSerializer({"check": check, "detail": status_check_words(check)}).data
+        return Response(answer, status=status.HTTP_202_ACCEPTED if check else status.HTTP_200_OK)
 
     @extend_schema(
         request=FollowUpSerializer,
@@ -227,6 +255,7 @@ class RecipientViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
 
     queryset = BlastRecipient.objects.all()
     serializer_class = RecipientSerializer
+    lookup_value_regex = ID
 
     @extend_schema(responses=HistorySerializer(many=True))
     @action(detail=True)

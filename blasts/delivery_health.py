@@ -117,4 +117,4 @@ def blast_check_delivery_health(*, blast: Blast, now: datetime | None = None) ->
     if not problem:
         return False
     log.warning("delivery health pauses blast=%s: %s", blast.pk, health)
-    return blast_pause(blast=blast, reason=problem[: Blast._meta.get_field("state_reason").max_length])
+    return blast_pause(blast=blast, reason=problem)

@@ -6,6 +6,8 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
+from .wsapme import MESSAGE_ID_MAX_LENGTH
+
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 PLACEHOLDERS = ("name", "first_name", "phone")
 
@@ -88,7 +90,7 @@ class BlastRecipient(models.Model):
     blast = models.ForeignKey(Blast, on_delete=models.CASCADE, related_name="recipients")
     phone = models.CharField(max_length=16, help_text="E.164, e.g. +60123456789.")
     name = models.CharField(max_length=100, blank=True)
-    message_id = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    message_id = models.CharField(max_length=MESSAGE_ID_MAX_LENGTH, null=True, blank=True, unique=True)
     status = models.SmallIntegerField(choices=Status.choices, default=Status.QUEUED)
     status_changed_at = models.DateTimeField(default=timezone.now)
     # The first time each stage was reached (gateway time when it gave one).
@@ -114,6 +116,11 @@ class BlastRecipient(models.Model):
         default=False,
         help_text="One of the team's phones (CANARY_PHONES): sent like the rest, left out of rates.",
     )
+    # Set while a person's "check statuses now" waits for the poller to ask about this message.
+    # No index of its own: the partial one below holds only the few rows that are marked.
+    status_check = models.ForeignKey(
+        "StatusCheck", null=True, blank=True, on_delete=models.SET_NULL, db_index=False, related_name="+"
+    )
 
     class Meta:
         ordering = ["id"]
@@ -131,6 +138,12 @@ class BlastRecipient(models.Model):
             ),  # QUEUED
             models.Index(fields=["next_poll_at"], name="recipient_next_poll"),
             models.Index(fields=["phone", "sent_at"], name="recipient_phone_sent"),
+            # The poller's claim takes marked messages first, in check order.
+            models.Index(
+                fields=["status_check"],
+                condition=Q(status_check__isnull=False),
+                name="recipient_status_check",
+            ),
         ]
 
     def __str__(self):
@@ -234,7 +247,7 @@ class WebhookEvent(models.Model):
     class State(models.TextChoices):
         APPLIED = "applied", "Applied"
         NO_CHANGE = "no_change", "No change (duplicate or older)"
-        WAITING = "waiting", "Waiting for its message id"
+        WAITING = "waiting", "Waiting (an ack for its message id, a reply for its send to end)"
         UNATTRIBUTED = "unattributed", "Reply from no recent recipient"
         IGNORED = "ignored", "Ignored (status not understood)"
         REVIEW = "review", "Needs review (shape not understood)"
@@ -243,7 +256,7 @@ class WebhookEvent(models.Model):
     body = models.JSONField(null=True, blank=True)
     kind = models.CharField(max_length=10, choices=Kind.choices)
     state = models.CharField(max_length=12, choices=State.choices)
-    message_id = models.CharField(max_length=64, blank=True, db_index=True)
+    message_id = models.CharField(max_length=MESSAGE_ID_MAX_LENGTH, blank=True, db_index=True)
     status = models.CharField(max_length=20, blank=True, help_text="The status as the gateway wrote it.")
     phone = models.CharField(max_length=16, blank=True)
     occurred_at = models.DateTimeField(null=True, blank=True, help_text="The gateway's time, when given.")
@@ -280,3 +293,37 @@ class Heartbeat(models.Model):
 
     def __str__(self):
         return f"{self.get_role_display()} {self.name}"
+
+
+class StatusCheck(models.Model):
+    """A person's "check statuses now" on one blast: its unfinished messages, asked about by the poller.
+
+    queued: the messages marked for the check when it was asked for.
+    checked: those the poller has asked the gateway about so far; updated: whose status that moved;
+    errors: those the gateway could not answer (counted in checked too).
+    last_checked_at: when the poller last counted one, so the page can tell a stalled check.
+    finished_at: when checked reached queued (or the poller gave up on messages it lost).
+    """
+
+    blast = models.ForeignKey(Blast, on_delete=models.CASCADE, related_name="status_checks")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    requested_at = models.DateTimeField(default=timezone.now)
+    queued = models.PositiveIntegerField(default=0)
+    checked = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+
+    def __str__(self):
+        return f"Status check of {self.blast_id}: {self.checked} of {self.queued}"
+
+    @property
+    def not_checked(self) -> int:
+        """Messages the gateway could not answer about, and any the poller lost (once it is finished)."""
+        return self.errors + max(self.queued - self.checked, 0)

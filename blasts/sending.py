@@ -36,7 +36,7 @@ from django.utils import timezone
 from blastsite.logs import log_event
 
 from .delivery_health import blast_check_delivery_health
-from .models import Blast, BlastRecipient, Device, Heartbeat, OptOut, StatusHistory
+from .models import Blast, BlastRecipient, Device, Heartbeat, OptOut, StatusHistory, WebhookEvent
 from .pacing import device_block, device_reserve_slot
 from .recipients import message_render
 from .services import blast_pause, blast_queue, recipient_advance, worker_heartbeat
@@ -103,12 +103,17 @@ def recipients_release(ids, *, worker: str) -> None:
 
 
 def recipients_reap_lost_sends(*, now: datetime) -> int:
-    """SENDING rows whose lease ran out: their worker died during the send, so the outcome is unknown."""
+    """SENDING rows whose lease ran out: their worker died during the send, so the outcome is unknown.
+
+    Replies that came from those numbers during the send were waiting for it to end: they count now.
+    """
     lost = BlastRecipient.objects.filter(status=Status.SENDING, claimed_until__lt=now).values_list(
         "pk", flat=True
     )
-    return sum(
-        recipient_advance(
+    reaped = [
+        pk
+        for pk in list(lost)
+        if recipient_advance(
             recipient=pk,
             status=Status.UNKNOWN,
             source=Source.INFERRED,
@@ -116,8 +121,10 @@ def recipients_reap_lost_sends(*, now: datetime) -> int:
             require={"status": Status.SENDING, "claimed_until__lt": now},
             also=UNCLAIM,
         )
-        for pk in list(lost)
-    )
+    ]
+    if reaped:
+        webhook_events_apply_waiting(recipient_ids=reaped)
+    return len(reaped)
 
 
 def blasts_hold_stale(*, now: datetime) -> int:
@@ -232,6 +239,7 @@ class Sender:
     beat_at: datetime | None = None  # when this worker last said it is alive
     housekept_at: datetime | None = None  # when this worker last reaped lost sends and held stale blasts
     sent_ids: list[str] = field(default_factory=list)  # message ids sent in the current batch
+    ended_ids: list[int] = field(default_factory=list)  # recipients whose send ended in the current batch
     batch_size: int = 0  # recipients claimed at once; 0: SEND_BATCH_SIZE
 
     def __post_init__(self):
@@ -248,6 +256,8 @@ class Sender:
             if self.housekept_at is None or now - self.housekept_at >= HOUSEKEEPING_EVERY:
                 recipients_reap_lost_sends(now=now)
                 blasts_hold_stale(now=now)
+                # A sender killed between a send's outcome and its batch's end left replies waiting.
+                webhook_events_apply_waiting(kind=WebhookEvent.Kind.REPLY)
                 self.housekept_at = now
             waiting = {device: at for device, at in waiting.items() if at > now}
             batch = recipients_claim(
@@ -285,10 +295,11 @@ class Sender:
                     recipients_release(batch[index + 1 :], worker=self.worker)
                     return
         finally:
-            # Acks that beat our commit of the message id wait for it; one look per batch, not per send.
-            if self.sent_ids:
-                webhook_events_apply_waiting(message_ids=self.sent_ids)
-                self.sent_ids = []
+            # Acks that beat our commit of the message id wait for it, and replies that came during a
+            # send wait for its end: one look per batch, not per send.
+            if self.ended_ids:
+                webhook_events_apply_waiting(message_ids=self.sent_ids, recipient_ids=self.ended_ids)
+                self.sent_ids, self.ended_ids = [], []
 
     def send_one(self, pk: int) -> tuple[str, str, datetime | None]:
         """Send one claimed recipient; return (outcome, device, slot the device waits for)."""
@@ -343,6 +354,7 @@ class Sender:
         )
         log_event(log, "send", blast=blast.pk, recipient=pk, outcome=result.outcome, kind=result.kind or None)
         outcome = _record(recipient, blast, result, self.rng)
+        self.ended_ids.append(pk)
         if outcome == "sent":
             self.sent_ids.append(result.message_id)
         self._watch_delivery_health(blast)

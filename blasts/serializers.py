@@ -4,7 +4,7 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from .models import Blast, BlastRecipient, StatusHistory, validate_placeholders
+from .models import Blast, BlastRecipient, StatusCheck, StatusHistory, validate_placeholders
 from .recipients import parse_recipients
 from .services import MAX_AGE_HOURS, blast_create
 from .statuses import FOLLOW_UP_FROM
@@ -178,6 +178,34 @@ class StuckSerializer(serializers.Serializer):
     ages = serializers.DictField(child=serializers.IntegerField(), help_text="0-1h, 1-6h, 6-24h, 1-3d, >3d")
 
 
+class StatusCheckSerializer(serializers.ModelSerializer):
+    """A "check statuses now": its messages are asked about by the poller, not in the request."""
+
+    class Meta:
+        model = StatusCheck
+        fields = ["id", "requested_at", "queued", "checked", "updated", "errors", "finished_at"]
+        read_only_fields = fields
+        extra_kwargs = {
+            "queued": {"help_text": "Unfinished messages marked for the check."},
+            "checked": {"help_text": "Asked about so far (errors included)."},
+            "updated": {"help_text": "Whose status the check moved."},
+            "errors": {"help_text": "The gateway could not answer about these."},
+            "finished_at": {"help_text": "Null while the check runs."},
+        }
+
+
 class CheckStatusSerializer(serializers.Serializer):
-    checked = serializers.IntegerField()
-    updated = serializers.IntegerField()
+    check = StatusCheckSerializer(allow_null=True, help_text="Null when there is nothing to check.")
+    detail = serializers.CharField()
+
+
+class BlastDetailSerializer(BlastSerializer):
+    status_check = serializers.SerializerMethodField()
+
+    class Meta(BlastSerializer.Meta):
+        fields = [*BlastSerializer.Meta.fields, "status_check"]
+
+    @extend_schema_field(StatusCheckSerializer(allow_null=True, help_text="The latest status check."))
+    def get_status_check(self, blast):
+        check = blast.status_checks.first()
+        return StatusCheckSerializer(check).data if check else None

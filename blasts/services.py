@@ -17,6 +17,7 @@ from .models import Blast, BlastRecipient, Heartbeat, OptOut, StatusHistory, Web
 from .recipients import ParsedRecipients, normalize_phone, parse_recipients
 from .statuses import STAGE_TIME_FIELDS, can_move
 from .templatetags.blasts_extras import duration
+from .text import fit
 
 Status = BlastRecipient.Status
 Source = StatusHistory.Source
@@ -198,7 +199,7 @@ BLAST_ACTIONS = {
 def _blast_move(blast: Blast, *, to: Blast.State, allowed_from, reason: str = "", **fields) -> bool:
     """Move a blast between lifecycle states with one conditional UPDATE; return whether it moved."""
     moved = Blast.objects.filter(pk=blast.pk, state__in=allowed_from).update(
-        state=to, state_reason=reason, **fields
+        state=to, state_reason=fit(Blast, "state_reason", reason), **fields
     )
     if moved:
         blast.refresh_from_db()

@@ -4,60 +4,52 @@ Statuses come from two imperfect sources. Webhooks arrive twice, out of order, b
 send has stored the message id, or not at all; polling getMessageStatus sometimes answers
 "unknown". Both go through recipient_advance, which never moves a status backwards and logs
 each applied change once, so replaying or racing them changes nothing twice.
+
+An event that cannot be applied yet waits (WebhookEvent.State.WAITING) and is applied the moment
+what it waits for happens: an ack for its message id (the send has not stored it yet), a reply
+for the end of the send to its number (the sender is inside the HTTP call, or died there).
 """
 
 import logging
 import re
 import threading
 import time
+import unicodedata
 from collections import Counter
-from dataclasses import dataclass
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from blastsite.logs import log_event
 
-from .models import Blast, BlastRecipient, OptOut, StatusHistory, WebhookEvent
+from .models import Blast, BlastRecipient, OptOut, StatusCheck, StatusHistory, WebhookEvent
+from .payloads import ReplyEvent, StatusEvent, parse_event
 from .services import recipient_advance
 from .statuses import status_from_gateway
+from .text import fit
 from .wsapme import WsapmeClient, WsapmeError
 
 log = logging.getLogger(__name__)
 Status = BlastRecipient.Status
 Source = StatusHistory.Source
 State = WebhookEvent.State
+Kind = WebhookEvent.Kind
 
 # Not final: a later status may still come. Read (and anything after it) and FAILED are final.
 NOT_FINAL = (Status.PENDING, Status.SERVER_ACK, Status.DELIVERY_ACK)
 # When to ask getMessageStatus again, counted from the send; after the last step we stop.
 POLL_LADDER = tuple(timedelta(minutes=minutes) for minutes in (2, 10, 30, 2 * 60, 6 * 60, 24 * 60, 72 * 60))
-WAITING_KEPT = timedelta(days=3)  # early acks are retried this long for their message id
-
-
-@dataclass(frozen=True)
-class StatusEvent:
-    """An ack for a message we sent."""
-
-    message_id: str
-    status: Status | None  # None: a value we do not know (kept, changes nothing)
-    raw_status: Any
-    phone: str  # E.164 from the JID, when the shape has one
-    occurred_at: datetime | None
-
-
-@dataclass(frozen=True)
-class ReplyEvent:
-    """A message a recipient wrote to us."""
-
-    phone: str
-    text: str
-    occurred_at: datetime | None
+WAITING_KEPT = timedelta(days=3)  # waiting events are retried this long
+# A reply to a number whose send is open (SENDING) waits for the send's outcome; one whose outcome
+# is unknown is proof the message went out, so it counts at once.
+OPEN_SEND = (Status.SENDING, Status.UNKNOWN)
 
 
 def poll_after(sent_at: datetime, polls: int) -> datetime | None:
@@ -68,26 +60,47 @@ def poll_after(sent_at: datetime, polls: int) -> datetime | None:
 # --- webhooks -------------------------------------------------------------------------------------
 
 
-def webhook_event_receive(body: Any, event: StatusEvent | ReplyEvent | None) -> WebhookEvent:
-    """Store one callback raw and apply it; the stored row and its effect commit together.
+def webhook_events_receive(bodies: list[Any]) -> list[WebhookEvent]:
+    """Store each callback of one request raw and apply it, all in one transaction.
 
-    If applying fails for any reason but the database, the raw body is still stored for review.
-    A database failure raises, so the webhook answers 503 and WSAPME sends it again.
+    A list body is stored whole or not at all: a database failure on a later event raises, the
+    webhook answers 503, and WSAPME's resend stores nothing twice. If applying one event fails for
+    any reason but the database, its raw body is still stored, for review.
     """
-    record = WebhookEvent(body=body, kind=WebhookEvent.Kind.UNKNOWN, state=State.REVIEW)
-    if isinstance(event, StatusEvent):
-        record.kind, record.message_id, record.status = (
-            WebhookEvent.Kind.STATUS,
-            event.message_id,
-            str(event.raw_status)[:20],
+    # One event needs no outer transaction: its own (in _receive) is all or nothing already, and
+    # the savepoint an outer one adds costs two statements on the busiest path.
+    with transaction.atomic() if len(bodies) > 1 else nullcontext():
+        records = [_receive(body, parse_event(body)) for body in bodies]
+    # Committed: now look once more for what a waiting event waits for. The sender commits first
+    # and then looks for waiting events, so one of the two sides always sees the other.
+    waiting = [record for record in records if record.state == State.WAITING]
+    if waiting and webhook_events_apply_waiting(
+        message_ids=[r.message_id for r in waiting if r.kind == Kind.STATUS],
+        recipient_ids=[r.recipient_id for r in waiting if r.kind == Kind.REPLY],
+    ):
+        for record in waiting:
+            record.refresh_from_db()
+    for record in records:
+        log_event(
+            log,
+            "webhook",
+            kind=record.kind,
+            state=record.state,
+            blast=record.recipient.blast_id if record.recipient else None,
+            recipient=record.recipient_id,
+            message=record.message_id or None,
         )
+    return records
+
+
+def _receive(body: Any, event: StatusEvent | ReplyEvent | None) -> WebhookEvent:
+    record = WebhookEvent(body=body, kind=Kind.UNKNOWN, state=State.REVIEW)
+    if isinstance(event, StatusEvent):
+        record.kind, record.message_id = Kind.STATUS, event.message_id
+        record.status = fit(WebhookEvent, "status", str(event.raw_status))
         record.phone, record.occurred_at = event.phone, event.occurred_at
     elif isinstance(event, ReplyEvent):
-        record.kind, record.phone, record.occurred_at = (
-            WebhookEvent.Kind.REPLY,
-            event.phone,
-            event.occurred_at,
-        )
+        record.kind, record.phone, record.occurred_at = Kind.REPLY, event.phone, event.occurred_at
     try:
         with transaction.atomic():
             _apply(record, event)
@@ -98,18 +111,6 @@ def webhook_event_receive(body: Any, event: StatusEvent | ReplyEvent | None) -> 
         log.exception("webhook event could not be applied; stored for review")
         record.pk, record.state, record.note = None, State.REVIEW, "Could not be applied: see the server log."
         record.save()
-    if record.state == State.WAITING and BlastRecipient.objects.filter(message_id=record.message_id).exists():
-        webhook_events_apply_waiting(message_ids=[record.message_id])  # the send stored the id meanwhile
-        record.refresh_from_db()
-    log_event(
-        log,
-        "webhook",
-        kind=record.kind,
-        state=record.state,
-        blast=record.recipient.blast_id if record.recipient else None,
-        recipient=record.recipient_id,
-        message=record.message_id or None,
-    )
     return record
 
 
@@ -124,17 +125,18 @@ def _apply(record: WebhookEvent, event: StatusEvent | ReplyEvent | None) -> None
 
 def _apply_status(record: WebhookEvent, event: StatusEvent) -> None:
     if event.status is None:
-        # repr() may grow the text (escapes), and the note column holds 255 characters.
-        record.state, record.note = State.IGNORED, f"Unknown status {str(event.raw_status)[:40]!r}."[:255]
+        record.state = State.IGNORED
+        record.note = fit(WebhookEvent, "note", f"Unknown status {str(event.raw_status)[:40]!r}.")
         return
     recipient = _recipient_by_message_id(event.message_id)
-    adopt = {}
     if recipient is None:
         recipient = _unknown_send_for(event)
         if recipient is None:
             record.state = State.WAITING  # the send may not have stored this id yet
             return
-        adopt = {"message_id": event.message_id}
+        if not recipient_adopt_message_id(recipient=recipient, message_id=event.message_id):
+            record.state = State.WAITING  # another ack took that send meanwhile: try again later
+            return
         record.note = "Matched to a send whose outcome was unknown; its message id is adopted."
     record.recipient = recipient
     applied = recipient_advance(
@@ -144,8 +146,6 @@ def _apply_status(record: WebhookEvent, event: StatusEvent) -> None:
         occurred_at=event.occurred_at,
         raw=record.body,
         reason="WhatsApp reported an error (ERROR)" if event.status == Status.FAILED else "",
-        require={"message_id__isnull": True} if adopt else None,
-        also=adopt,
     )
     record.state = State.APPLIED if applied else State.NO_CHANGE
 
@@ -161,48 +161,86 @@ def _recipient_by_message_id(message_id: str) -> BlastRecipient | None:
     return next(iter(BlastRecipient.objects.raw(sql, [message_id])), None)
 
 
+def _without_message_id(phone: str, when: datetime):
+    """Sends to `phone` around `when` whose message id we never learnt.
+
+    Either the outcome is still unknown (within UNKNOWN_MATCH_MINUTES of when it became unknown),
+    or a reply proved the message went out (the reply came within the attribution window after it).
+    """
+    window = timedelta(minutes=settings.UNKNOWN_MATCH_MINUTES)
+    replied_within = timedelta(hours=settings.REPLY_ATTRIBUTION_HOURS)
+    return BlastRecipient.objects.filter(phone=phone, message_id__isnull=True).filter(
+        Q(status=Status.UNKNOWN, status_changed_at__range=(when - window, when + window))
+        | Q(status__gte=Status.PENDING, sent_at__range=(when - window, when + replied_within))
+    )
+
+
 def _unknown_send_for(event: StatusEvent) -> BlastRecipient | None:
-    """The one UNKNOWN send to the event's number around its time, if exactly one."""
+    """The one send to the event's number around its time without a message id, if exactly one."""
     if not event.phone:
         return None
-    when = event.occurred_at or timezone.now()
-    window = timedelta(minutes=settings.UNKNOWN_MATCH_MINUTES)
     candidates = list(
-        BlastRecipient.objects.filter(
-            phone=event.phone,
-            status=Status.UNKNOWN,
-            message_id__isnull=True,
-            status_changed_at__range=(when - window, when + window),
-        ).only("pk", "blast_id")[:2]
+        _without_message_id(event.phone, event.occurred_at or timezone.now()).only("pk", "blast_id")[:2]
     )
     return candidates[0] if len(candidates) == 1 else None
 
 
+def recipient_adopt_message_id(*, recipient: BlastRecipient, message_id: str) -> bool:
+    """Give a send whose message id we never learnt the id an ack names; later acks then find it."""
+    return bool(
+        BlastRecipient.objects.filter(pk=recipient.pk, message_id__isnull=True).update(message_id=message_id)
+    )
+
+
+def _words(text: str) -> list[str]:
+    """The text's words, upper case, with compatibility forms folded (full-width letters read as
+    ASCII), accents dropped, and punctuation, emoji and spacing of any kind between them ignored."""
+    text = "".join(
+        c for c in unicodedata.normalize("NFKD", text) if not unicodedata.category(c).startswith("M")
+    )
+    return re.sub(r"[\W_]+", " ", text).upper().split()
+
+
 def _is_opt_out(text: str) -> bool:
-    words = " ".join(re.sub(r"[^\w\s]", " ", text).split()).upper()
-    return words in {word.strip().upper() for word in settings.OPT_OUT_WORDS}
+    """Whether the reply starts with an opt-out word ("STOP", "Stop 🇲🇾", "opt-out please")."""
+    words = _words(text)
+    return any(
+        words[: len(opt_out)] == opt_out
+        for opt_out in (_words(word) for word in settings.OPT_OUT_WORDS)
+        if opt_out
+    )
 
 
-def _apply_reply(record: WebhookEvent, event: ReplyEvent) -> None:
-    if _is_opt_out(event.text):
-        OptOut.objects.get_or_create(phone=event.phone, defaults={"reason": f"Replied {event.text[:40]!r}"})
-        record.note = "The number opted out."
+def _reply_recipient(event: ReplyEvent) -> BlastRecipient | None:
+    """The most recent send to the number within the attribution window: sent, or still open."""
     now = timezone.now()
     when = min(event.occurred_at or now, now)
     since = when - timedelta(hours=settings.REPLY_ATTRIBUTION_HOURS)
-    recipient = (
+    return (
         BlastRecipient.objects.filter(phone=event.phone)
         .filter(
-            Q(sent_at__range=(since, now)) | Q(status=Status.UNKNOWN, status_changed_at__range=(since, now))
+            Q(sent_at__range=(since, now)) | Q(status__in=OPEN_SEND, status_changed_at__range=(since, now))
         )
         .order_by(Coalesce("sent_at", "status_changed_at").desc())
-        .only("pk", "reply_text", "blast_id")
+        .only("pk", "status", "blast_id")
         .first()
     )
+
+
+def _apply_reply(record: WebhookEvent, event: ReplyEvent) -> None:
+    record.note = ""
+    if _is_opt_out(event.text):
+        reason = fit(OptOut, "reason", f"Replied {event.text[:40]!r}")
+        OptOut.objects.get_or_create(phone=event.phone, defaults={"reason": reason})
+        record.note = "The number opted out."
+    recipient = _reply_recipient(event)
+    record.recipient = recipient
     if recipient is None:
         record.state = State.UNATTRIBUTED
         return
-    record.recipient = recipient
+    if recipient.status == Status.SENDING:
+        record.state, record.note = State.WAITING, "Waiting for the send to this number to end."
+        return
     applied = recipient_advance(
         recipient=recipient.pk,
         status=Status.REPLIED,
@@ -215,11 +253,34 @@ def _apply_reply(record: WebhookEvent, event: ReplyEvent) -> None:
     record.state = State.APPLIED if applied else State.NO_CHANGE
 
 
-def webhook_events_apply_waiting(*, message_ids: list[str] | None = None) -> int:
-    """Apply acks that arrived before their message id was stored (of these ids, or all); return how many found their message."""
+def webhook_events_apply_waiting(
+    *, message_ids: list[str] | None = None, recipient_ids: list[int] | None = None, kind: str | None = None
+) -> int:
+    """Apply waiting events whose wait may be over; return how many were applied.
+
+    Acks wait for their message id (those of `message_ids` that a send has stored by now), replies
+    for the end of a send (to one of `recipient_ids`); with neither given, every waiting event (of
+    `kind`) is tried, also acks that may now match an unknown send by their number.
+    """
     waiting = WebhookEvent.objects.filter(state=State.WAITING, received_at__gte=timezone.now() - WAITING_KEPT)
-    if message_ids is not None:
-        waiting = waiting.filter(message_id__in=message_ids)
+    if kind:
+        waiting = waiting.filter(kind=kind)
+    if message_ids is not None or recipient_ids is not None:
+        stored = BlastRecipient.objects.filter(message_id__in=message_ids or []).values("message_id")
+        waiting = waiting.filter(
+            Q(kind=Kind.STATUS, message_id__in=stored)
+            | Q(kind=Kind.REPLY, recipient_id__in=recipient_ids or [])
+        )
+    else:
+        # Only acks that can find their send now: by its stored id, or by number (_unknown_send_for).
+        # The poller sweeps every few seconds; acks that wait for nothing cost it one statement.
+        stored = BlastRecipient.objects.filter(message_id=OuterRef("message_id"))
+        without_id = BlastRecipient.objects.filter(phone=OuterRef("phone"), message_id__isnull=True).filter(
+            Q(status=Status.UNKNOWN) | Q(status__gte=Status.PENDING)
+        )
+        waiting = waiting.filter(Q(kind=Kind.REPLY) | Exists(stored) | (~Q(phone="") & Exists(without_id)))
+    # A reply waits while its send is open; only try those whose send has ended.
+    waiting = waiting.exclude(kind=Kind.REPLY, recipient__status=Status.SENDING)
     found = 0
     for pk in list(waiting.order_by("id").values_list("pk", flat=True)):
         with transaction.atomic():
@@ -230,17 +291,48 @@ def webhook_events_apply_waiting(*, message_ids: list[str] | None = None) -> int
             )
             if record is None:
                 continue  # another process has it
-            status = status_from_gateway(record.status)
-            _apply_status(
-                record,
-                StatusEvent(record.message_id, status, record.status, record.phone, record.occurred_at),
-            )
+            if record.kind == Kind.REPLY:
+                _apply_reply(record, parse_event(record.body))
+            else:
+                status = status_from_gateway(record.status)
+                event = StatusEvent(
+                    record.message_id, status, record.status, record.phone, record.occurred_at
+                )
+                _apply_status(record, event)
             record.save()
             found += record.state != State.WAITING
     return found
 
 
+def recipient_match_message_id(*, recipient: BlastRecipient, message_id: str, actor) -> int:
+    """An operator's match of a send whose message id we never learnt to the id of acks waiting for
+    one (flat acks name no number, so no rule can match them); the acks then go through the ledger.
+    Returns how many of them were applied; raises ValidationError with a message for people."""
+    acks = WebhookEvent.objects.filter(kind=Kind.STATUS, message_id=message_id)
+    if recipient.message_id:
+        raise ValidationError(f"This send has a message id already ({recipient.message_id}).")
+    if not acks.filter(state=State.WAITING).exists():
+        raise ValidationError("No ack is waiting with that message id any more.")
+    if BlastRecipient.objects.filter(message_id=message_id).exists():
+        raise ValidationError("Another send has that message id already.")
+    if not recipient_adopt_message_id(recipient=recipient, message_id=message_id):
+        raise ValidationError("This send got a message id meanwhile.")
+    applied = webhook_events_apply_waiting(message_ids=[message_id])
+    acks.filter(recipient=recipient).update(note=fit(WebhookEvent, "note", f"Matched by hand by {actor}."))
+    log_event(log, "match", blast=recipient.blast_id, recipient=recipient.pk, message=message_id, actor=actor)
+    return applied
+
+
 # --- polling --------------------------------------------------------------------------------------
+
+NOTHING_TO_CHECK = "Nothing to check: no sent message of this blast is waiting for a status."
+# A status check with nothing counted for this long may be waiting for a poller that is not running.
+CHECK_QUIET_AFTER = timedelta(minutes=2)
+# A poller that died (killed, its machine lost) takes the marked messages it had claimed with it: a
+# check with none left to claim and nothing counted for this long is finished without them. A live
+# poller counts one far sooner: a question takes at most the client's timeouts (25 s by default),
+# unless the gateway's Retry-After holds the device longer.
+CHECK_LOST_AFTER = timedelta(minutes=10)
 
 
 class _DeviceLimiter:
@@ -263,21 +355,109 @@ class _DeviceLimiter:
             self.next_at[device] = max(self.next_at.get(device, 0), time.monotonic() + seconds)
 
 
-def recipients_claim_for_poll(*, now: datetime, limit: int) -> list[tuple[int, str, str, int]]:
-    """Take due messages and move each to its next rung at once, so overlapping runs never poll one twice."""
+def blast_check_statuses(*, blast: Blast, requested_by=None) -> StatusCheck | None:
+    """Mark the blast's unfinished messages for the poller to ask about first; return the check.
+
+    The request itself asks the gateway nothing: a big blast would outlast the web worker's timeout.
+    A check of this blast still running is returned instead of a second one (a double click).
+    None: no sent message of the blast is waiting for a status, so there is nothing to check.
+    """
     with transaction.atomic():
-        rows = list(
-            BlastRecipient.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(status__in=NOT_FINAL, message_id__isnull=False, next_poll_at__lte=now)
-            .order_by("next_poll_at")
-            .values_list("pk", "message_id", "blast__device", "blast_id", "polls", "sent_at")[:limit]
+        Blast.objects.select_for_update().get(pk=blast.pk)  # one request per blast at a time
+        running = StatusCheck.objects.filter(blast=blast, finished_at__isnull=True).first()
+        if running:
+            return running
+        check = StatusCheck.objects.create(blast=blast, requested_by=requested_by)
+        unfinished = blast.recipients.filter(status__in=NOT_FINAL, message_id__isnull=False)
+        check.queued = unfinished.update(status_check=check)
+        if not check.queued:
+            transaction.set_rollback(True)  # an empty check is no check: keep no trace of it
+            return None
+        check.save(update_fields=["queued"])
+    return check
+
+
+def status_check_words(check: StatusCheck | None) -> str:
+    """What the person who asked for a check is told: how many messages it asks about."""
+    if check is None:
+        return NOTHING_TO_CHECK
+    what = "message's status" if check.queued == 1 else "messages' statuses"
+    so_far = f" ({check.checked} checked so far)" if check.checked else ""
+    return f"Checking {check.queued} {what}…{so_far}"
+
+
+def status_check_count(*, check_id: int, outcome: str) -> None:
+    """Count one polled message into its status check; the last one finishes the check."""
+    now = timezone.now()
+    StatusCheck.objects.filter(pk=check_id).update(
+        checked=F("checked") + 1,
+        updated=F("updated") + int(outcome == "updated"),
+        errors=F("errors") + int(outcome == "error"),
+        last_checked_at=now,
+    )
+    StatusCheck.objects.filter(pk=check_id, finished_at__isnull=True, checked__gte=F("queued")).update(
+        finished_at=now
+    )
+
+
+def status_checks_finish_lost(*, now: datetime) -> int:
+    """Finish the checks a dead poller left short (see CHECK_LOST_AFTER); return how many."""
+    quiet_since = now - CHECK_LOST_AFTER
+    still_marked = BlastRecipient.objects.filter(status_check__isnull=False).values("status_check_id")
+    return (
+        StatusCheck.objects.filter(finished_at__isnull=True)
+        .filter(
+            Q(last_checked_at__lt=quiet_since) | Q(last_checked_at__isnull=True, requested_at__lt=quiet_since)
         )
+        .exclude(pk__in=still_marked)
+        .update(finished_at=now)
+    )
+
+
+def recipients_claim_for_poll(*, now: datetime, limit: int) -> list[tuple[int, str, str, int, int | None]]:
+    """Take the messages status checks marked, oldest check first, then due ones; (pk, message id, device, blast, check).
+
+    Marks are cleared and due messages moved to their next rung in the same transaction, so
+    overlapping runs never poll one twice. A marked message is taken whatever its status now: a
+    webhook that finished it after the check was asked for costs one more question, and the check
+    still counts it. A marked message that was due anyway moves up the ladder too, not asked twice.
+    """
+    fields = (
+        "pk",
+        "message_id",
+        "blast__device",
+        "blast_id",
+        "status_check_id",
+        "polls",
+        "sent_at",
+        "next_poll_at",
+    )
+    locked = BlastRecipient.objects.select_for_update(skip_locked=True, of=("self",))
+    with transaction.atomic():
+        marked = list(
+            locked.filter(status_check__isnull=False).order_by("status_check_id").values_list(*fields)[:limit]
+        )
+        due = list(
+            locked.filter(status__in=NOT_FINAL, message_id__isnull=False, next_poll_at__lte=now)
+            .filter(status_check__isnull=True)
+            .order_by("next_poll_at")
+            .values_list(*fields)[: limit - len(marked)]
+        )
+        BlastRecipient.objects.filter(pk__in=[row[0] for row in marked]).update(status_check=None)
         moved = [
             BlastRecipient(pk=pk, polls=polls + 1, next_poll_at=poll_after(sent_at or now, polls + 1))
-            for pk, _, _, _, polls, sent_at in rows
+            for pk, *_, polls, sent_at, next_poll_at in marked + due
+            if next_poll_at and next_poll_at <= now
         ]
         BlastRecipient.objects.bulk_update(moved, ["polls", "next_poll_at"])
-    return [row[:4] for row in rows]
+    return [row[:5] for row in marked + due]
+
+
+def recipients_give_back_to_checks(rows: list[tuple[int, str, str, int, int | None]]) -> None:
+    """Mark claimed messages that were not polled (the poller is stopping) for their checks again."""
+    for pk, _, _, _, check_id in rows:
+        if check_id:
+            BlastRecipient.objects.filter(pk=pk, status_check__isnull=True).update(status_check_id=check_id)
 
 
 def poll_one(
@@ -324,18 +504,32 @@ def poll_one(
     return "updated" if applied else "unchanged"
 
 
-def poll_due(*, client: WsapmeClient, blast_id: int | None = None, concurrency: int | None = None) -> Counter:
-    """Poll every due message (or every unfinished one of `blast_id`, now) with a few threads."""
+def poll_due(
+    *,
+    client: WsapmeClient,
+    blast_id: int | None = None,
+    concurrency: int | None = None,
+    stop: threading.Event | None = None,
+) -> Counter:
+    """Poll every message marked by a status check or due (or every unfinished one of `blast_id`, now).
+
+    A few threads share the work. Once `stop` is set each one stops before its next question and
+    gives the marked messages it had claimed back to their checks.
+    """
+    stop = stop or threading.Event()
     limiter = _DeviceLimiter(settings.POLL_RATE_PER_SECOND)
     tally: Counter = Counter()
     lock = threading.Lock()
     if blast_id:
         Blast.objects.get(pk=blast_id)  # DoesNotExist for a wrong id
-        todo = list(
-            BlastRecipient.objects.filter(blast_id=blast_id, status__in=NOT_FINAL, message_id__isnull=False)
+        todo = [
+            (*row, None)
+            for row in BlastRecipient.objects.filter(
+                blast_id=blast_id, status__in=NOT_FINAL, message_id__isnull=False
+            )
             .order_by("id")
-            .values_list("pk", "message_id", "blast__device")
-        )
+            .values_list("pk", "message_id", "blast__device", "blast_id")
+        ]
 
         def next_batch():
             with lock:
@@ -347,9 +541,14 @@ def poll_due(*, client: WsapmeClient, blast_id: int | None = None, concurrency: 
             return recipients_claim_for_poll(now=timezone.now(), limit=20)
 
     def work():
-        while batch := next_batch():
-            for row in batch:
-                outcome = poll_one(client, limiter, *row)
+        while not stop.is_set() and (batch := next_batch()):
+            for index, (pk, message_id, device, blast, check_id) in enumerate(batch):
+                if stop.is_set():
+                    recipients_give_back_to_checks(batch[index:])
+                    return
+                outcome = poll_one(client, limiter, pk, message_id, device, blast)
+                if check_id:
+                    status_check_count(check_id=check_id, outcome=outcome)
                 with lock:
                     tally[outcome] += 1
 
@@ -369,3 +568,24 @@ def poll_due(*, client: WsapmeClient, blast_id: int | None = None, concurrency: 
     for thread in threads:
         thread.join()
     return tally
+
+
+def poll_pass(
+    *, client: WsapmeClient, concurrency: int | None = None, stop: threading.Event | None = None
+) -> tuple[Counter, int]:
+    """One run of the poller: early acks, every marked or due message, then checks a dead poller left short.
+
+    Returns the poll outcomes and how many early acks found their message.
+    """
+    early_acks = webhook_events_apply_waiting()
+    tally = poll_due(client=client, concurrency=concurrency, stop=stop)
+    status_checks_finish_lost(now=timezone.now())
+    return tally, early_acks
+
+
+def poll_summary(tally: Counter, early_acks: int) -> str:
+    """A run's outcomes in one line, for the command's output and the poller's heartbeat."""
+    return (
+        f"checked {sum(tally.values())}, updated {tally['updated']}, unknown {tally['unknown']}, "
+        f"errors {tally['error']}; early acks matched {early_acks}"
+    )

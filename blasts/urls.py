@@ -1,3 +1,5 @@
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
@@ -27,6 +29,10 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
     path("healthz", views.healthz, name="healthz"),
+    # The pages' own sign-in (the admin's lives at its secret path). The admin's form: staff only,
+    # as every page is, and the same message for a wrong password as for a non-staff account.
+    path("login/", auth_views.LoginView.as_view(authentication_form=AdminAuthenticationForm), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", views.BlastListView.as_view(), name="blast-list"),
     path("overview/", views.OverviewView.as_view(), name="overview"),
     path("blasts/new/", views.BlastCreatePageView.as_view(), name="blast-new"),
@@ -44,5 +50,10 @@ urlpatterns = [
         "blasts/<int:blast_pk>/recipients/<int:pk>/",
         views.RecipientDetailView.as_view(),
         name="recipient-detail",
+    ),
+    path(
+        "blasts/<int:blast_pk>/recipients/<int:pk>/match/",
+        views.RecipientMatchView.as_view(),
+        name="recipient-match",
     ),
 ]

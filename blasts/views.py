@@ -50,8 +50,8 @@ from .services import (
     blast_resend_unknown,
     blast_resume,
 )
-from .tracking import poll_due
-from .wsapme import get_client
+from .tracking import CHECK_QUIET_AFTER, blast_check_statuses, recipient_match_message_id, status_check_words
+from .unmatched import blast_unmatched, recipient_match_choices
 
 IN_FLIGHT = (Blast.State.QUEUED, Blast.State.SENDING)
 
@@ -128,9 +128,10 @@ class OverviewView(StaffOnly, FilterView):
         return context
 
 
-def _refresh_seconds(blast: Blast) -> int | None:
-    """How often the live section reloads itself: often while sending, now and then while replies may come."""
-    if blast.state in IN_FLIGHT:
+def _refresh_seconds(blast: Blast, checking: bool) -> int | None:
+    """How often the live section reloads itself: often while sending or checking statuses, now and then
+    while replies may come."""
+    if blast.state in IN_FLIGHT or checking:
         return 3
     recent = timezone.now() - timedelta(hours=settings.REPLY_ATTRIBUTION_HOURS)
     if blast.state == Blast.State.COMPLETED and blast.finished_at and blast.finished_at > recent:
@@ -139,12 +140,18 @@ def _refresh_seconds(blast: Blast) -> int | None:
 
 
 def _live_context(blast: Blast) -> dict:
+    check = blast.status_checks.first()  # the latest
+    running = check is not None and check.finished_at is None
+    quiet = timezone.now() - (check.last_checked_at or check.requested_at) if running else None
     return {
         "blast": blast,
         "funnel": blast_funnel(blast.pk),
         "stuck": blast_stuck(blast.pk),
         "progress": blast_progress(blast),
-        "refresh": _refresh_seconds(blast),
+        "check": check,
+        "check_quiet": quiet if quiet and quiet > CHECK_QUIET_AFTER else None,
+        "unmatched": blast_unmatched(blast),
+        "refresh": _refresh_seconds(blast, checking=running),
         "actions": [*BLAST_ACTIONS.get(blast.state, []), ("check_status", "Check statuses now")],
     }
 
@@ -217,6 +224,26 @@ class RecipientDetailView(StaffOnly, DetailView):
     def get_queryset(self):
         return BlastRecipient.objects.filter(blast_id=self.kwargs["blast_pk"]).select_related("blast")
 
+    def get_context_data(self, **kwargs):
+        return {**super().get_context_data(**kwargs), "match_choices": recipient_match_choices(self.object)}
+
+
+class RecipientMatchView(StaffOnly, View):
+    """An operator matches a send whose message id we never learnt to acks waiting under one id."""
+
+    def post(self, request, blast_pk, pk):
+        recipient = get_object_or_404(BlastRecipient, blast_id=blast_pk, pk=pk)
+        message_id = request.POST.get("message_id", "")[:64]
+        try:
+            applied = recipient_match_message_id(
+                recipient=recipient, message_id=message_id, actor=request.user
+            )
+        except ValidationError as exc:
+            messages.error(request, exc.messages[0])
+        else:
+            messages.success(request, f"Matched to message {message_id}: {applied} waiting acks applied.")
+        return redirect("recipient-detail", blast_pk, pk)
+
 
 class BlastCreatePageView(StaffOnly, FormView):
     """A new blast for marketers who prefer it to the admin: paste or upload, preview, see the ETA."""
@@ -267,9 +294,9 @@ class BlastActionView(StaffOnly, View):
 
     def post(self, request, pk, name):
         blast = get_object_or_404(Blast, pk=pk)
-        if name == "check_status":
-            tally = poll_due(client=get_client(), blast_id=blast.pk)
-            messages.success(request, f"Checked {sum(tally.values())} messages, {tally['updated']} updated.")
+        if name == "check_status":  # the poller asks the gateway; this request only marks the messages
+            check = blast_check_statuses(blast=blast, requested_by=request.user)
+            (messages.success if check else messages.info)(request, status_check_words(check))
             return redirect("blast-detail", blast.pk)
         if name not in ACTIONS:
             messages.error(request, "That is not an action.")

@@ -10,7 +10,6 @@ import binascii
 import hmac
 import json
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -19,68 +18,13 @@ from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from .recipients import normalize_phone
-from .statuses import status_from_gateway
-from .tracking import ReplyEvent, StatusEvent, webhook_event_receive
+from .text import clean_json
+from .tracking import webhook_events_receive
 
 log = logging.getLogger(__name__)
 MAX_EVENTS = 100  # events in one batched body
 MAX_DEPTH = 32  # real payloads nest 4 deep; deeper is refused before anything recurses over it
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
-
-
-def _epoch(value: Any) -> datetime | None:
-    """Epoch seconds (or milliseconds), as a number or a string; None when absent or absurd."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        seconds = float(value)
-    except (ValueError, OverflowError):  # not a number, or an integer beyond float range
-        return None
-    if seconds > 1e11:  # milliseconds
-        seconds /= 1000
-    return datetime.fromtimestamp(seconds, UTC) if 946_684_800 <= seconds <= 4_102_444_800 else None
-
-
-def _jid_phone(jid: Any) -> str:
-    """'60113342873@c.us' or '…@s.whatsapp.net' -> '+60113342873'; '' when it is not a number."""
-    if not isinstance(jid, str) or len(jid) > 64:
-        return ""
-    digits = jid.split("@")[0].split(":")[0]
-    if not digits.isdigit():
-        return ""
-    try:
-        return normalize_phone("+" + digits)
-    except ValueError:
-        return ""
-
-
-def _scalar(value: Any) -> Any:
-    return value if isinstance(value, str | int) and not isinstance(value, bool) else None
-
-
-def parse_event(body: Any) -> StatusEvent | ReplyEvent | None:
-    """One callback body as an event; None for a shape we do not know."""
-    if not isinstance(body, dict):
-        return None
-    key = body.get("key")
-    if isinstance(key, dict) and key.get("fromMe") is not False:
-        # The send answer's `data` shape: {"key": {"remoteJid", "fromMe", "id"}, "status", ...}
-        message_id, phone = key.get("id"), _jid_phone(key.get("remoteJid"))
-        occurred_at = _epoch(body.get("messageC2STimestamp"))
-    elif "from" in body and ("message" in body or "type" in body):
-        phone = _jid_phone(body.get("from"))
-        text = body.get("message")
-        text = text if isinstance(text, str) else f"[{_scalar(body.get('type')) or 'message'}]"
-        return ReplyEvent(phone, text[:4000], _epoch(body.get("timestamp"))) if phone else None
-    else:
-        # Flat shapes seen in WhatsApp gateways: {"messageId"|"id", "status"|"ack", "timestamp"}
-        message_id = body.get("messageId", body.get("id"))
-        phone, occurred_at = _jid_phone(body.get("remoteJid")), _epoch(body.get("timestamp"))
-    raw_status = _scalar(body.get("status", body.get("ack")))
-    if not isinstance(message_id, str) or not 0 < len(message_id) <= 64 or raw_status is None:
-        return None
-    return StatusEvent(message_id, status_from_gateway(raw_status), raw_status, phone, occurred_at)
 
 
 def _given_secret(request, token: str | None) -> str:
@@ -130,6 +74,20 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
+def _read_body(request, limit: int) -> bytes:
+    """Up to `limit` + 1 bytes of the body: enough to tell whether it is over the limit."""
+    if request.META.get("CONTENT_LENGTH") or not request.META.get("wsgi.input_terminated"):
+        return request.read(limit + 1)
+    # A chunked body has no Content-Length, and Django's stream then ends at 0 bytes. A server
+    # that decodes the chunks says so with wsgi.input_terminated (gunicorn does) and ends the
+    # input after the last one; without it, reading to the end could wait for ever.
+    stream, chunks, size = request.META["wsgi.input"], [], 0
+    while size <= limit and (chunk := stream.read(limit + 1 - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 def _read_json(request) -> tuple[Any, JsonResponse | None]:
     """The body as JSON, or the 4xx answer that says what is wrong with it."""
     declared = request.META.get("CONTENT_LENGTH") or "0"
@@ -138,26 +96,28 @@ def _read_json(request) -> tuple[Any, JsonResponse | None]:
         return None, _error(413, f"The body is over {limit} bytes.")
     if request.content_type in FORM_TYPES:
         return None, _error(415, "Send the event as JSON (Content-Type: application/json).")
-    raw = request.read(limit + 1)
+    try:
+        raw = _read_body(request, limit)
+    except Exception:  # the server's own error for broken chunks (gunicorn: InvalidChunkSize, NoMoreData)
+        return None, _error(400, "The body could not be read.")
     if len(raw) > limit:
         return None, _error(413, f"The body is over {limit} bytes.")
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte-order mark before the JSON is allowed, and dropped
         body = json.loads(text, parse_constant=_reject_constant)
         if _too_deep(body):
             raise RecursionError
-        # The database stores no NUL characters, lone surrogates, or numbers beyond float
-        # range (1e400 reads as inf): refuse them here rather than fail to store them.
-        if "\\u0000" in text or "\x00" in text:
-            raise ValueError("NUL characters are not allowed")
-        json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        # The database stores no number beyond float range (1e400 reads as inf): refuse it here
+        # rather than fail to store it. NUL characters and lone surrogates are replaced instead:
+        # they are text a person wrote, and the event must still be stored.
+        json.dumps(body, allow_nan=False)
     except UnicodeError:
         return None, _error(400, "The body is not UTF-8 text.")
     except RecursionError:
         return None, _error(400, "The body is nested too deeply.")
     except ValueError as exc:
         return None, _error(400, f"The body is not valid JSON: {str(exc)[:200]}")
-    return body, None
+    return clean_json(body), None
 
 
 @csrf_exempt  # the only CSRF-exempt view: WSAPME cannot send our CSRF token; it sends our secret
@@ -176,7 +136,7 @@ def wsapme_webhook(request, token: str | None = None):
     if len(events) > MAX_EVENTS:
         return _error(413, f"At most {MAX_EVENTS} events in one body.")
     try:
-        states = [webhook_event_receive(event, parse_event(event)).state for event in events]
+        states = [record.state for record in webhook_events_receive(events)]
     except DatabaseError:
         log.exception("webhook event could not be stored")
         return _error(503, "The event could not be stored; send it again.", **{"Retry-After": "5"})

@@ -20,10 +20,15 @@ from django.core.exceptions import ImproperlyConfigured
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError
 
+from .text import clean_json, clean_text
+
 log = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER = 3600.0
 RAW_TEXT_LIMIT = 2000
+# WSAPME's ids are 22 characters; a longer one cannot be stored (the column holds 64), so an answer
+# with one is ambiguous, not a send we could track.
+MESSAGE_ID_MAX_LENGTH = 64
 REASON_LIMIT = 300
 
 
@@ -161,7 +166,7 @@ class WsapmeClient:
         code, body = response.status_code, _json(response)
         common = {
             "http_status": code,
-            "raw": body if body is not None else response.text[:RAW_TEXT_LIMIT],
+            "raw": body if body is not None else clean_text(response.text[:RAW_TEXT_LIMIT]),
             "retry_after": _retry_after(response.headers.get("Retry-After")),
         }
         if not 200 <= code < 300:
@@ -245,8 +250,9 @@ def get_client() -> WsapmeClient:
 
 
 def _json(response: requests.Response) -> Any:
+    """The answer as JSON (storable: no NUL, no lone surrogate), or None."""
     try:
-        return response.json()
+        return clean_json(response.json())
     except ValueError:  # requests' JSONDecodeError is a ValueError
         return None
 
@@ -255,7 +261,7 @@ def _message_id(body: dict) -> str | None:
     data = body.get("data") if isinstance(body.get("data"), dict) else {}
     key = data.get("key") if isinstance(data.get("key"), dict) else {}
     found = _first(body.get("messageId"), key.get("id"), data.get("messageId"))
-    return str(found) if found is not None else None
+    return str(found) if found is not None and 0 < len(str(found)) <= MESSAGE_ID_MAX_LENGTH else None
 
 
 def _gateway_message(body: dict) -> str:

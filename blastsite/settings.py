@@ -119,7 +119,11 @@ TEMPLATES = [
 ]
 
 WSGI_APPLICATION = "blastsite.wsgi.application"
-LOGIN_URL = "admin:login"  # the pages and the admin share one sign-in
+# The pages have a sign-in of their own: sending people to the admin's would show its secret path
+# to anyone. The admin keeps its sign-in at ADMIN_PATH; django-axes guards both.
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "blast-list"
+LOGOUT_REDIRECT_URL = "login"
 
 
 # Database: SQLite in the project folder unless DATABASE_URL says otherwise.
@@ -270,7 +274,9 @@ DELIVERY_HEALTH_CHECK_SECONDS = env.float("DELIVERY_HEALTH_CHECK_SECONDS", defau
 
 # Status tracking. WSAPME cannot sign its callbacks, so the webhook checks a secret of ours
 # (header X-Webhook-Token, HTTP Basic password, or ?token=). Two may be live while rotating.
-WSAPME_WEBHOOK_SECRETS = env.list("WSAPME_WEBHOOK_SECRETS", default=[])
+# "a, b" is two secrets, "a" and "b": a space kept in one would turn away requests that carry it,
+# and the log redaction would look for it with the space.
+WSAPME_WEBHOOK_SECRETS = [s.strip() for s in env.list("WSAPME_WEBHOOK_SECRETS", default=[]) if s.strip()]
 if not WSAPME_WEBHOOK_SECRETS and not DEBUG:
     raise ImproperlyConfigured("WSAPME_WEBHOOK_SECRETS must be set when DEBUG is off (the webhook's secret).")
 WEBHOOK_MAX_BYTES = env.int("WEBHOOK_MAX_BYTES", default=64 * 1024)

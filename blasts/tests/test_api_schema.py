@@ -109,7 +109,7 @@ def test_anonymous_requests_are_refused_everywhere_but_the_webhook_and_health(cl
     checked = set()
 
     for name, chain in url_patterns():
-        if name in PUBLIC or name == "admin:login":  # the login page is where anonymous users go
+        if name in PUBLIC or name in ("login", "logout", "admin:login"):  # where anonymous users go
             continue
         url = concrete_url(chain, blast, recipient)
         for method in ("get", "post"):
@@ -117,9 +117,12 @@ def test_anonymous_requests_are_refused_everywhere_but_the_webhook_and_health(cl
             where = f"anonymous {method.upper()} {url} ({name}) -> {response.status_code}"
             if url.startswith("/api/"):
                 assert response.status_code in (401, 403), where
-            else:  # pages and the admin send anonymous users to the (admin's) sign-in page
+            elif url.startswith(ADMIN):  # the admin sends anonymous users to its own sign-in page
                 assert response.status_code == 302, where
                 assert response["Location"].startswith((f"{ADMIN}login/?next=", ADMIN)), where
+            else:  # the pages, to theirs, which does not give the admin's path away
+                assert response.status_code == 302, where
+                assert response["Location"].startswith("/login/?next="), where
         checked.add(url)
 
     # Every documented API operation, the docs, and the admin were among them.

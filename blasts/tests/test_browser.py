@@ -16,7 +16,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.db import connection
 
 from blasts.exports import CSV_FIELDS
@@ -114,12 +113,12 @@ def shot(page, name: str) -> None:
 
 
 def sign_in(page, live_server) -> None:
-    """Through the admin's login page, where the blast pages send anyone not signed in."""
+    """Through the pages' sign-in page, where they send anyone not signed in."""
     page.goto(f"{live_server.url}/")
-    expect(page).to_have_url(re.compile(rf"/{settings.ADMIN_PATH}login/\?next=/$"))
+    expect(page).to_have_url(re.compile(r"/login/\?next=/$"))
     page.fill("#id_username", "marketer")
     page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
+    page.get_by_role("button", name="Sign in").click()
     expect(page).to_have_url(f"{live_server.url}/")
     expect(page.get_by_role("heading", level=1, name="Blasts")).to_be_visible()
 

@@ -12,6 +12,8 @@ from django.utils import timezone
 
 from blasts.models import Blast, BlastRecipient, StatusHistory
 from blasts.services import blast_queue, recipient_advance
+from blasts.tracking import NOTHING_TO_CHECK, poll_due
+from blasts.wsapme import get_client
 
 from .conftest import make_blast
 
@@ -36,7 +38,7 @@ def queries(client, url) -> int:
 def test_pages_need_a_staff_sign_in(client, django_user_model, name):
     url = reverse(name)
     response = client.get(url)
-    assert response.status_code == 302 and response.url.startswith(reverse("admin:login"))
+    assert response.status_code == 302 and response.url == f"{reverse('login')}?next={url}"
     client.force_login(django_user_model.objects.create_user("someone"))
     assert client.get(url).status_code == 403
 
@@ -276,5 +278,75 @@ def test_the_csv_export_follows_the_recipient_filters(admin_client):
     advance(blast, Status.READ_ACK)
     response = admin_client.get(reverse("blast-recipients-csv", args=[blast.pk]), {"status": "READ_ACK"})
     rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
-    assert response["Content-Type"] == "text/csv"
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
     assert rows[0][:3] == ["phone", "name", "status"] and len(rows) == 2 and rows[1][2] == "READ_ACK"
+
+
+# --- check statuses now ----------------------------------------------------------------------------------
+
+
+def finished_long_ago(blast, count):
+    """The blast sent `count` messages (PENDING, with ids) and finished days ago: its page no longer refreshes."""
+    advance(blast, *[Status.PENDING] * count)
+    for recipient in blast.recipients.all():
+        BlastRecipient.objects.filter(pk=recipient.pk).update(message_id=f"M{recipient.pk}")
+    Blast.objects.filter(pk=blast.pk).update(
+        state=Blast.State.COMPLETED, finished_at=timezone.now() - timedelta(days=4)
+    )
+    return blast
+
+
+def live(client, blast) -> str:
+    return client.get(reverse("blast-live", args=[blast.pk])).content.decode()
+
+
+def test_check_statuses_now_answers_at_once_and_the_live_section_follows_the_check(
+    admin_client, mocked_gateway
+):
+    blast = finished_long_ago(make_blast(3), 3)
+    assert "hx-trigger" not in live(admin_client, blast)
+
+    response = admin_client.post(reverse("blast-action", args=[blast.pk, "check_status"]), follow=True)
+
+    assert not mocked_gateway.calls  # the poller asks the gateway, not the request
+    assert "Checking 3 messages' statuses…" in [str(m) for m in response.context["messages"]]
+    html = response.content.decode()
+    assert 'hx-trigger="every 3s"' in html and "Status check: 0 of 3 checked, 0 updated" in html
+    assert '<progress max="3" value="0"' in html
+
+    mocked_gateway.answers[f"M{blast.recipients.first().pk}"] = {"success": True, "status": "READ_ACK"}
+    mocked_gateway.answers[f"M{blast.recipients.last().pk}"] = (503, {}, "down")
+    poll_due(client=get_client())
+
+    done = live(admin_client, blast)
+    finished_at = timezone.localtime(blast.status_checks.get().finished_at)
+    assert f"Checked 3 messages at {finished_at:%H:%M}: 1 updated (1 could not be checked)." in done
+    assert "hx-trigger" not in done  # finished: the page stops refreshing
+
+
+def test_a_check_with_nothing_checked_for_a_while_says_the_poller_may_not_be_running(admin_client):
+    blast = finished_long_ago(make_blast(2), 2)
+    admin_client.post(reverse("blast-action", args=[blast.pk, "check_status"]))
+    assert "may not be running" not in live(admin_client, blast)
+
+    blast.status_checks.update(requested_at=timezone.now() - timedelta(minutes=5))
+
+    html = live(admin_client, blast)
+    assert "Nothing checked for 5 min: the status poller may not be running" in html
+    assert f'href="{reverse("status")}"' in html
+
+
+def test_check_statuses_now_with_nothing_to_check_says_so(admin_client, mocked_gateway):
+    blast = make_blast(2)
+    response = admin_client.post(reverse("blast-action", args=[blast.pk, "check_status"]), follow=True)
+    assert [str(m) for m in response.context["messages"]] == [NOTHING_TO_CHECK]
+    assert not blast.status_checks.exists() and "Status check" not in response.content.decode()
+
+
+def test_check_statuses_now_is_for_staff_only(client, django_user_model):
+    blast = finished_long_ago(make_blast(1), 1)
+    url = reverse("blast-action", args=[blast.pk, "check_status"])
+    assert client.post(url).status_code == 302  # to the sign-in
+    client.force_login(django_user_model.objects.create_user("someone"))
+    assert client.post(url).status_code == 403
+    assert not blast.status_checks.exists()

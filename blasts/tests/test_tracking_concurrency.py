@@ -12,8 +12,7 @@ from django.utils import timezone
 
 from blasts.models import BlastRecipient, StatusHistory, WebhookEvent
 from blasts.statuses import status_from_gateway
-from blasts.tracking import _DeviceLimiter, poll_one, webhook_event_receive
-from blasts.webhooks import parse_event
+from blasts.tracking import _DeviceLimiter, poll_one, webhook_events_receive
 from blasts.wsapme import StatusResult
 
 from .conftest import make_blast
@@ -110,7 +109,7 @@ def test_webhooks_and_polls_racing_on_500_messages_never_regress_or_lose_an_upda
         for recipient in stream(rng):
             word = rng.choice(WORDS)
             body = _webhook_body(rng, recipient.message_id, recipient.phone, word)
-            state = webhook_event_receive(body, parse_event(body)).state
+            (state,) = (record.state for record in webhook_events_receive([body]))
             with lock:
                 sent[recipient.pk].append(status_from_gateway(word))
                 webhook_states.append(state)

@@ -13,15 +13,20 @@ content type. After every example the checks in `exchange` hold:
   delivery), and none otherwise.
 """
 
+import base64
 import copy
+import io
 import itertools
 import json
 import random
 import string
+import sys
 from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
 from django.db.models import Count
 from django.test import Client
 from hypothesis import currently_in_test_context, event, given, settings
@@ -30,6 +35,7 @@ from hypothesis import strategies as st
 from blasts.models import BlastRecipient, StatusHistory, WebhookEvent
 from blasts.services import recipient_advance
 from blasts.statuses import can_move
+from blastsite.wsgi import application
 
 from .conftest import make_blast
 
@@ -53,7 +59,7 @@ STATUS_WORDS = (
     "ERROR", "PENDING", "SERVER_ACK", "DELIVERY_ACK", "READ", "READ_ACK", "PLAYED", "REPLIED", "CLOSED",
     "0", "1", "2", "3", "4", "5", " read_ack ", "EXPLODED",
 )  # fmt: skip
-# Mostly text the encoder takes; sometimes lone surrogates and NUL, which the webhook must refuse.
+# Mostly text the encoder takes; sometimes lone surrogates and NUL, which the webhook stores as U+FFFD.
 clean_text = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=40)
 any_text = st.text(max_size=20)
 scalars = st.one_of(
@@ -436,3 +442,93 @@ def test_a_number_beyond_float_range_is_400_like_infinity(seeded, body):
 
     assert response.status_code == 400
     assert BlastRecipient.objects.get(message_id=MESSAGE_ID).status == Status.PENDING
+
+
+# --- the WSGI application itself: charsets, encodings, framing ------------------------------------
+# Django's test client builds the request before the application sees it, so it cannot send what a
+# WSGI server passes on: any charset, a chunked body without Content-Length, a wrong length.
+
+CHARSETS = (
+    "utf-8", "UTF-8", "utf8", '"utf-8"', "latin-1", "us-ascii", "windows-1252", "utf-8-sig", "utf-16",
+    "utf-16-le", "utf-32", "utf-7", "cp500", "rot13", "hex", "base64", "zlib_codec", "bz2_codec",
+    "undefined", "punycode", "idna", "unicode_escape", "raw_unicode_escape", "no-such-charset", "",
+)  # fmt: skip
+charsets = st.one_of(
+    st.sampled_from(CHARSETS), st.text(string.ascii_letters + string.digits + "-_.", max_size=12)
+)
+body_encodings = st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "latin-1", "cp1252"])
+
+
+@st.composite
+def wsgi_requests(draw):
+    """(body, environ) as a server would pass them: any charset, encoding, framing and way of giving the secret."""
+    value = draw(st.one_of(events, st.sampled_from(FIXTURE_BODIES)))
+    text = json.dumps(value, ensure_ascii=draw(st.booleans()))
+    body = text.encode(draw(body_encodings), "replace")
+    mime = draw(
+        st.sampled_from(["application/json", "text/plain", "application/octet-stream", "Application/JSON"])
+    )
+    charset = draw(charsets)
+    environ = {"CONTENT_TYPE": f"{mime}; charset={charset}" if draw(st.booleans()) else mime}
+    framing = draw(st.sampled_from(["length", "chunked", "short", "long", "missing"]))
+    if framing == "chunked":  # gunicorn decodes chunking, leaves no length and says the input ends
+        environ |= {"HTTP_TRANSFER_ENCODING": "chunked", "wsgi.input_terminated": True}
+    elif framing != "missing":
+        environ["CONTENT_LENGTH"] = str(len(body) + {"length": 0, "short": -1, "long": 5}[framing])
+    way = draw(st.sampled_from(["query", "encoded query", "header", "basic"]))
+    if way == "query":
+        environ["QUERY_STRING"] = f"token={SECRET}"
+    elif way == "encoded query":
+        environ["QUERY_STRING"] = "token=" + "".join(
+            f"%{ord(c):02X}" if draw(st.booleans()) else c for c in SECRET
+        )
+    elif way == "header":
+        environ["HTTP_X_WEBHOOK_TOKEN"] = SECRET
+    else:
+        environ["HTTP_AUTHORIZATION"] = "Basic " + base64.b64encode(f"wsapme:{SECRET}".encode()).decode()
+    return body, environ
+
+
+def wsgi_post(body: bytes, extra: dict) -> tuple[int, bytes]:
+    environ = {
+        "REQUEST_METHOD": "POST", "SCRIPT_NAME": "", "PATH_INFO": URL, "QUERY_STRING": "",
+        "SERVER_NAME": "testserver", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": "testserver",
+        "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False, **extra,
+    }  # fmt: skip
+    statuses = []
+    # As Django's test client does: the request must not close the test's database connection.
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        answer = application(environ, lambda status, headers, exc_info=None: statuses.append(status))
+        content = b"".join(answer)
+        getattr(answer, "close", lambda: None)()
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
+    return int(statuses[0].split()[0]), content
+
+
+@pytest.mark.django_db
+@settings(max_examples=3200, deadline=None)
+@given(request=wsgi_requests())
+def test_any_charset_encoding_and_framing_through_the_wsgi_application_is_never_a_server_error(
+    seeded, request
+):
+    body, environ = request
+    _, sentinels, pristine = seeded
+    last_event = WebhookEvent.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+
+    status, content = wsgi_post(body, environ)
+
+    shown = (environ, body[:200])
+    assert status < 500, (status, content[:300], shown)
+    if currently_in_test_context():
+        event(f"answer {status}")
+    stored = WebhookEvent.objects.filter(pk__gt=last_event)
+    if status == 200:
+        assert json.loads(content)["received"] == stored.count(), shown
+    else:
+        assert not stored.exists(), (status, shown)
+    assert _sentinel_state(sentinels) == pristine, shown
