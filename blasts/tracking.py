@@ -186,10 +186,12 @@ def _unknown_send_for(event: StatusEvent) -> BlastRecipient | None:
 
 
 def recipient_adopt_message_id(*, recipient: BlastRecipient, message_id: str) -> bool:
-    """Give a send whose message id we never learnt the id an ack names; later acks then find it."""
-    return bool(
-        BlastRecipient.objects.filter(pk=recipient.pk, message_id__isnull=True).update(message_id=message_id)
-    )
+    """Give a send whose message id we never learnt the id an ack names; later acks then find it.
+
+    The reason its outcome was unknown no longer explains its status: the history keeps the UNKNOWN.
+    """
+    adopted = BlastRecipient.objects.filter(pk=recipient.pk, message_id__isnull=True)
+    return bool(adopted.update(message_id=message_id, failure_reason=""))
 
 
 def _words(text: str) -> list[str]:

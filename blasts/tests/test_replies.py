@@ -270,7 +270,9 @@ def test_text_cut_to_its_column_ends_with_an_ellipsis(db):
 def unknown_send() -> BlastRecipient:
     recipient = queued_blast()
     recipient_advance(recipient=recipient, status=Status.SENDING, source=StatusHistory.Source.SEND)
-    recipient_advance(recipient=recipient, status=Status.UNKNOWN, source=StatusHistory.Source.INFERRED)
+    recipient_advance(
+        recipient=recipient, status=Status.UNKNOWN, source=StatusHistory.Source.INFERRED, reason="No answer."
+    )
     return recipient
 
 
@@ -299,7 +301,11 @@ def test_an_operator_matches_an_unknown_send_and_its_waiting_acks_go_through_the
 
     assert b"2 waiting acks applied" in response.content
     recipient.refresh_from_db()
-    assert (recipient.status, recipient.message_id) == (Status.READ_ACK, "FLAT-1")
+    assert (recipient.status, recipient.message_id, recipient.failure_reason) == (
+        Status.READ_ACK,
+        "FLAT-1",
+        "",
+    )
     assert list(recipient.history.values_list("to_status", flat=True))[-2:] == [
         Status.SERVER_ACK,
         Status.READ_ACK,
