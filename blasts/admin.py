@@ -12,7 +12,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 
 from .forms import BlastCreateForm, OptOutForm
 from .models import Blast, BlastRecipient, Device, OptOut, StatusHistory
-from .pacing import Pacing, device_get
+from .pacing import Pacing, device_read
 from .recipients import message_render, normalize_phone
 from .selectors import blast_eta, blast_funnel, blast_funnels
 from .services import (
@@ -171,7 +171,7 @@ class BlastAdmin(admin.ModelAdmin):
         if eta is None:
             return "-"
         left = blast_funnel(blast.pk).not_sent
-        rate = Pacing.for_device(device_get(blast.device)).rate_per_minute
+        rate = Pacing.for_device(device_read(blast.device)).rate_per_minute
         pace = f"at {rate:g} a minute" if rate else "unpaced"
         return f"{timezone.localtime(eta):%Y-%m-%d %H:%M}: {left} to send, {pace}, on device {blast.device}"
 

@@ -137,7 +137,13 @@ def _counters(device: Device) -> Counters:
 
 
 def device_get(device_id: str) -> Device:
+    """The device's row, made on first use: for writes (reserving a slot, a Retry-After block)."""
     return Device.objects.get_or_create(device_id=device_id)[0]
+
+
+def device_read(device_id: str) -> Device:
+    """The device's row for reading, unsaved with the defaults when it has none yet: reads never write."""
+    return Device.objects.filter(pk=device_id).first() or Device(device_id=device_id)
 
 
 def device_reserve_slot(
@@ -182,7 +188,7 @@ def device_block(device_id: str, *, until: datetime) -> None:
 
 def device_finish_time(device_id: str, *, start: datetime, count: int) -> datetime:
     """When `count` more messages through the device would be sent, starting no earlier than `start`."""
-    device = device_get(device_id)
+    device = device_read(device_id)
     pacing = Pacing.for_device(device)
     begin = max(t for t in (start, device.next_slot_at, device.blocked_until) if t is not None)
     return pacing.finish_time(begin, count, _counters(device))

@@ -517,7 +517,12 @@ def comparable_funnel(key: str) -> tuple[str, Funnel]:
 
     Raises ValueError for a key that names nothing."""
     kind, _, value = key.partition(":")
-    if kind == "blast" and value.isdigit() and (blast := Blast.objects.filter(pk=value).first()):
+    if (
+        kind == "blast"
+        and value.isascii()
+        and value.isdigit()
+        and (blast := Blast.objects.filter(pk=value).first())
+    ):
         return (
             f"{blast.tag} ({blast.follow_up_stage}, {blast.created_at:%Y-%m-%d}) #{blast.pk}",
             blast_funnel(blast.pk),

@@ -1,17 +1,20 @@
 """Rules no test pinned before (issue 16): each of these failed to fail when the rule was broken."""
 
 import hmac
+import inspect
 import random
 from unittest import mock
 
 import pytest
+from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
-from blasts.models import Blast, BlastRecipient, StatusHistory
+from blasts import selectors, unmatched
+from blasts.models import Blast, BlastRecipient, Device, StatusHistory
 from blasts.selectors import blasts_daily
 from blasts.sending import _backoff
-from blasts.services import recipient_advance
+from blasts.services import blast_queue, recipient_advance
 
 from .conftest import make_blast
 
@@ -19,9 +22,9 @@ Status = BlastRecipient.Status
 
 
 def at(blast: Blast, *statuses: Status) -> list[BlastRecipient]:
-    """The blast's recipients moved (sent first) to `statuses`, in order."""
+    """The blast's first recipients moved (sent first) to `statuses`, in order; the rest stay queued."""
     recipients = list(blast.recipients.order_by("id"))
-    for recipient, status in zip(recipients, statuses, strict=True):
+    for recipient, status in zip(recipients, statuses, strict=False):
         recipient_advance(recipient=recipient, status=Status.PENDING, source=StatusHistory.Source.SEND)
         if status != Status.PENDING:
             recipient_advance(recipient=recipient, status=status, source=StatusHistory.Source.WEBHOOK)
@@ -73,3 +76,65 @@ def test_the_webhook_secret_is_compared_in_constant_time_with_every_live_secret(
                                  headers={"X-Webhook-Token": "test-webhook-secret-next"})  # fmt: skip
     assert response.status_code == 200
     assert compare.call_count == 2  # both live secrets, no early exit
+
+
+# --- reads never write ----------------------------------------------------------------------------
+
+WRITES = ("INSERT", "UPDATE", "DELETE")
+
+
+def _refuse_writes(execute, sql, params, many, context):
+    assert not sql.lstrip().upper().startswith(WRITES), f"a read wrote: {sql[:120]}"
+    return execute(sql, params, many, context)
+
+
+def _selector_calls(blast: Blast, recipient: BlastRecipient) -> dict:
+    """Every public read with arguments that reach its queries."""
+    blasts = Blast.objects.filter(pk=blast.pk)
+    funnel = selectors.blast_funnel(blast.pk)
+    return {
+        selectors.audience: lambda: list(selectors.audience(blast=blast)),
+        selectors.blast_funnels: lambda: selectors.blast_funnels([blast.pk]),
+        selectors.blast_funnel: lambda: selectors.blast_funnel(blast.pk),
+        selectors.blast_eta: lambda: selectors.blast_eta(blast),
+        selectors.blast_stuck: lambda: selectors.blast_stuck(blast.pk),
+        selectors.blasts_funnel_breakdown: lambda: selectors.blasts_funnel_breakdown(blasts),
+        selectors.blasts_funnel_total: lambda: selectors.blasts_funnel_total(blasts),
+        selectors.blasts_daily: lambda: selectors.blasts_daily(blasts),
+        selectors.blast_progress: lambda: selectors.blast_progress(blast),
+        selectors.blast_canaries: lambda: selectors.blast_canaries(blast.pk),
+        selectors.blast_timings: lambda: selectors.blast_timings([blast.pk]),
+        selectors.blasts_timings_by_stage: lambda: selectors.blasts_timings_by_stage(blasts),
+        selectors.blasts_timings_by: lambda: selectors.blasts_timings_by(
+            blast.recipients.all(), "blast__tag"
+        ),
+        selectors.blast_reply_curve: lambda: selectors.blast_reply_curve([blast.pk]),
+        selectors.blast_read_split: lambda: selectors.blast_read_split(blast.pk),
+        selectors.funnels_compare: lambda: selectors.funnels_compare(funnel, funnel),
+        selectors.comparable_funnel: lambda: selectors.comparable_funnel(f"blast:{blast.pk}"),
+        selectors.comparable_choices: lambda: selectors.comparable_choices(),
+        selectors.blast_sequence: lambda: selectors.blast_sequence(blast),
+        selectors.workers_status: lambda: selectors.workers_status(),
+        unmatched.blast_unmatched: lambda: unmatched.blast_unmatched(blast),
+        unmatched.recipient_send_started: lambda: unmatched.recipient_send_started(recipient),
+        unmatched.recipient_match_choices: lambda: unmatched.recipient_match_choices(recipient),
+    }
+
+
+def test_no_read_writes_to_the_database(db):
+    """Every public function of the read modules runs with writes refused; a new one must be added here."""
+    blast = make_blast(5, device="device-with-no-row-yet")  # one left to send: the ETA reads pacing
+    blast_queue(blast=blast)
+    recipient, *_ = at(blast, Status.READ_ACK, Status.DELIVERY_ACK, Status.PENDING, Status.REPLIED)
+    calls = _selector_calls(blast, recipient)
+    public = {
+        function
+        for module in (selectors, unmatched)
+        for name, function in inspect.getmembers(module, inspect.isfunction)
+        if function.__module__ == module.__name__ and not name.startswith("_")
+    }
+    assert public == set(calls), "add the new read to _selector_calls"
+    with connection.execute_wrapper(_refuse_writes):
+        for call in calls.values():
+            call()
+    assert not Device.objects.exists()  # the ETA read the device's pacing without making its row
