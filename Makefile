@@ -5,14 +5,24 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ADDR ?= 127.0.0.1:8000
 
-.PHONY: run test lint format install audit bench bench-smoke
+.PHONY: run test lint format install requirements audit bench bench-smoke
 
+# Production's packages and the tools to test it, exactly as pinned and hashed (requirements-dev.txt
+# includes requirements.txt; a server installs requirements.txt alone, see the README).
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.txt
 	touch $@
+
+# After editing requirements.in or requirements-dev.in: pin and hash again (pip-tools, in its own
+# virtualenv). Pins already in the .txt files stay unless the .in files need otherwise.
+requirements:
+	test -x .venv-tools/bin/pip-compile || ($(PYTHON) -m venv .venv-tools && \
+		.venv-tools/bin/pip install --quiet --disable-pip-version-check pip-tools==7.6.2)
+	for name in requirements requirements-dev; do .venv-tools/bin/pip-compile --quiet --generate-hashes \
+		--allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links -o $$name.txt $$name.in || exit 1; done
 
 # A local .env with a random SECRET_KEY and admin password, made once.
 .env:
