@@ -1,13 +1,13 @@
 """WSAPME callback bodies as events: every shape we know, parsed into dataclasses; nothing stored here."""
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from .models import BlastRecipient
 from .recipients import normalize_phone
 from .statuses import status_from_gateway
-from .wsapme import MESSAGE_ID_MAX_LENGTH
+from .wsapme import MESSAGE_ID_MAX_LENGTH, epoch
 
 Status = BlastRecipient.Status
 REPLY_TEXT_LIMIT = 4000  # characters of a reply kept: WhatsApp's own limit is 4,096
@@ -31,19 +31,6 @@ class ReplyEvent:
     phone: str
     text: str
     occurred_at: datetime | None
-
-
-def epoch(value: Any) -> datetime | None:
-    """Epoch seconds (or milliseconds), as a number or a string; None when absent or absurd."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        seconds = float(value)
-    except (ValueError, OverflowError):  # not a number, or an integer beyond float range
-        return None
-    if seconds > 1e11:  # milliseconds
-        seconds /= 1000
-    return datetime.fromtimestamp(seconds, UTC) if 946_684_800 <= seconds <= 4_102_444_800 else None
 
 
 def _jid_phone(jid: Any) -> str:

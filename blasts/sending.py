@@ -25,10 +25,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Case, Exists, F, Min, OuterRef, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -40,8 +41,9 @@ from .models import Blast, BlastRecipient, Device, Heartbeat, OptOut, StatusHist
 from .pacing import device_block, device_reserve_slot
 from .recipients import message_render
 from .services import blast_pause, blast_queue, recipient_advance, worker_heartbeat
+from .threads import run_in_threads
 from .tracking import poll_after, webhook_events_apply_waiting
-from .wsapme import Outcome, SendResult, WsapmeClient
+from .wsapme import FailureKind, Outcome, SendResult, WsapmeClient
 
 log = logging.getLogger(__name__)
 HEARTBEAT_EVERY = timedelta(seconds=15)
@@ -55,12 +57,25 @@ UNCLAIM = {"claimed_by": "", "claimed_until": None}
 
 # Consecutive failed sends of one kind that pause a blast; other kinds never do.
 BREAKER_THRESHOLDS = {
-    "unauthorized": 3,
-    "device_offline": 3,
-    "unavailable": 10,
-    "timeout": 5,
-    "bad_answer": 5,
+    FailureKind.UNAUTHORIZED: 3,
+    FailureKind.DEVICE_OFFLINE: 3,
+    FailureKind.UNAVAILABLE: 10,
+    FailureKind.TIMEOUT: 5,
+    FailureKind.BAD_ANSWER: 5,
 }
+
+
+class Done(StrEnum):
+    """What became of one claimed recipient in a sender's run: the keys of its tally."""
+
+    SENT = "sent"
+    FAILED = "failed"
+    UNKNOWN = "unknown"  # may have gone out: never resent by itself
+    REQUEUED = "requeued"  # certainly not sent: back to the queue, after a backoff
+    SKIPPED = "skipped"  # opted out, or no longer in a follow-up's audience
+    LOST = "lost"  # the claim expired and another sender took it
+    RELEASED = "released"  # given back: the blast stopped being active
+    WAITING = "waiting"  # given back: the device's next slot is too far off
 
 
 def process_name() -> str:
@@ -186,8 +201,8 @@ def blast_count_send(*, blast: Blast, result: SendResult) -> None:
         )
 
 
-def _record(recipient: BlastRecipient, blast: Blast, result: SendResult, rng: random.Random) -> str:
-    """Commit what the gateway said about one send; return the outcome's name."""
+def _record(recipient: BlastRecipient, blast: Blast, result: SendResult, rng: random.Random) -> Done:
+    """Commit what the gateway said about one send; return what became of the recipient."""
     now = timezone.now()
     common = {"recipient": recipient.pk, "source": Source.SEND, "raw": result.raw}
     if result.outcome == Outcome.SENT:
@@ -199,13 +214,13 @@ def _record(recipient: BlastRecipient, blast: Blast, result: SendResult, rng: ra
             "next_poll_at": poll_after(now, 0),
         }
         recipient_advance(status=Status.PENDING, also=also, **common)
-        outcome = "sent"
+        outcome = Done.SENT
     elif result.outcome == Outcome.REJECTED:
         recipient_advance(status=Status.FAILED, reason=result.reason, also=UNCLAIM, **common)
-        outcome = "failed"
+        outcome = Done.FAILED
     elif result.outcome == Outcome.UNKNOWN:
         recipient_advance(status=Status.UNKNOWN, reason=result.reason, also=UNCLAIM, **common)
-        outcome = "unknown"
+        outcome = Done.UNKNOWN
     else:  # BLOCKED or NOT_SENT: the gateway certainly did not take it
         if result.retry_after:
             device_block(blast.device, until=now + timedelta(seconds=result.retry_after))
@@ -213,12 +228,12 @@ def _record(recipient: BlastRecipient, blast: Blast, result: SendResult, rng: ra
         if result.outcome == Outcome.NOT_SENT and attempts >= settings.SEND_MAX_ATTEMPTS:
             reason = f"Gave up after {attempts} attempts: {result.reason}"
             recipient_advance(status=Status.FAILED, reason=reason, also=UNCLAIM, **common)
-            outcome = "failed"
+            outcome = Done.FAILED
         else:
             retry_at = now + timedelta(seconds=_backoff(attempts, result.retry_after, rng))
             also = {**UNCLAIM, "next_attempt_at": retry_at}
             recipient_advance(status=Status.QUEUED, reason=result.reason, also=also, **common)
-            outcome = "requeued"
+            outcome = Done.REQUEUED
     blast_count_send(blast=blast, result=result)
     return outcome
 
@@ -233,7 +248,7 @@ class Sender:
     stop: threading.Event = field(default_factory=threading.Event)
     sleep: Callable[[float], object] | None = None  # default: wait on `stop`, so a stop wakes it
     rng: random.Random = field(default_factory=random.Random)
-    on_outcome: Callable[[str], None] = lambda outcome: None
+    on_outcome: Callable[[Done], None] = lambda outcome: None
     idle_seconds: float = 1.0
     health_checked: dict[int, datetime] = field(default_factory=dict)  # blast id -> its last health check
     beat_at: datetime | None = None  # when this worker last said it is alive
@@ -290,7 +305,7 @@ class Sender:
                 outcome, device, slot = self.send_one(pk)
                 tally[outcome] += 1
                 self.on_outcome(outcome)
-                if outcome == "waiting":
+                if outcome == Done.WAITING:
                     waiting[device] = slot
                     recipients_release(batch[index + 1 :], worker=self.worker)
                     return
@@ -301,7 +316,7 @@ class Sender:
                 webhook_events_apply_waiting(message_ids=self.sent_ids, recipient_ids=self.ended_ids)
                 self.sent_ids, self.ended_ids = [], []
 
-    def send_one(self, pk: int) -> tuple[str, str, datetime | None]:
+    def send_one(self, pk: int) -> tuple[Done, str, datetime | None]:
         """Send one claimed recipient; return (outcome, device, slot the device waits for)."""
         recipient = (
             BlastRecipient.objects.select_related("blast")
@@ -310,15 +325,15 @@ class Sender:
         )
         blast = recipient.blast
         if recipient.status != Status.QUEUED or recipient.claimed_by != self.worker:
-            return "lost", blast.device, None  # the claim expired and another worker took it
+            return Done.LOST, blast.device, None  # the claim expired and another worker took it
         if blast.state not in ACTIVE:
             recipients_release([pk], worker=self.worker)
-            return "released", blast.device, None
+            return Done.RELEASED, blast.device, None
         if reason := _reason_to_skip(recipient, blast):
             recipient_advance(
                 recipient=pk, status=Status.SKIPPED, source=Source.SEND, reason=reason, also=UNCLAIM
             )
-            return "skipped", blast.device, None
+            return Done.SKIPPED, blast.device, None
 
         max_wait = settings.SEND_LEASE_SECONDS / 2
         now = timezone.now()
@@ -329,7 +344,7 @@ class Sender:
         # After a wait, another sender may have been told to back off (Retry-After) meanwhile.
         if not reserved or self.stop.is_set() or (waited and _blocked(blast.device)):
             recipients_release([pk], worker=self.worker)
-            return "waiting", blast.device, slot
+            return Done.WAITING, blast.device, slot
 
         # SENDING only while this worker holds the claim and the blast is still active: a pause or a
         # cancel between the claim and now sends nothing and gives the recipient back to the queue.
@@ -342,7 +357,7 @@ class Sender:
             also={"claimed_until": lease, "attempts": F("attempts") + 1},
         ):
             recipients_release([pk], worker=self.worker)
-            return "released", blast.device, None
+            return Done.RELEASED, blast.device, None
         if blast.state == Blast.State.QUEUED:
             # Queued again after a resume too: started_at is when the current run began, and the
             # delivery-health breaker judges only the sends made since then.
@@ -355,7 +370,7 @@ class Sender:
         log_event(log, "send", blast=blast.pk, recipient=pk, outcome=result.outcome, kind=result.kind or None)
         outcome = _record(recipient, blast, result, self.rng)
         self.ended_ids.append(pk)
-        if outcome == "sent":
+        if outcome == Done.SENT:
             self.sent_ids.append(result.message_id)
         self._watch_delivery_health(blast)
         return outcome, blast.device, None
@@ -403,7 +418,7 @@ def send_due(
     loop: bool = False,
     concurrency: int = 1,
     stop: threading.Event | None = None,
-    on_outcome: Callable[[str], None] = lambda outcome: None,
+    on_outcome: Callable[[Done], None] = lambda outcome: None,
 ) -> Counter:
     """Run `concurrency` senders (threads, each with its own connection) until done; sum their tallies."""
     stop = stop or threading.Event()
@@ -416,22 +431,7 @@ def send_due(
         "on_outcome": on_outcome,
         "batch_size": math.ceil(settings.SEND_BATCH_SIZE / concurrency),
     }
-    if concurrency == 1:
-        return Sender(**senders).run(loop=loop)
-    tallies: list[Counter] = []
-
-    def work():
-        try:
-            tallies.append(Sender(**senders).run(loop=loop))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=work, name=f"sender-{n}") for n in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(tallies, Counter())
+    return sum(run_in_threads(lambda: Sender(**senders).run(loop=loop), concurrency), Counter())
 
 
 def blast_prepare_send(blast_id: int) -> Blast:
@@ -450,4 +450,4 @@ def blast_prepare_send(blast_id: int) -> Blast:
 
 
 def _tally_words(tally: Counter) -> str:
-    return f"sent {tally['sent']}, failed {tally['failed']}, unknown {tally['unknown']}, skipped {tally['skipped']}"
+    return ", ".join(f"{done} {tally[done]}" for done in (Done.SENT, Done.FAILED, Done.UNKNOWN, Done.SKIPPED))

@@ -18,11 +18,12 @@ import unicodedata
 from collections import Counter
 from contextlib import nullcontext
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -34,6 +35,7 @@ from .payloads import ReplyEvent, StatusEvent, parse_event
 from .services import recipient_advance
 from .statuses import status_from_gateway
 from .text import fit
+from .threads import run_in_threads
 from .wsapme import WsapmeClient, WsapmeError
 
 log = logging.getLogger(__name__)
@@ -337,6 +339,15 @@ CHECK_QUIET_AFTER = timedelta(minutes=2)
 CHECK_LOST_AFTER = timedelta(minutes=10)
 
 
+class Polled(StrEnum):
+    """What one status check of a message came to: the keys of a poll run's tally."""
+
+    UPDATED = "updated"  # the ledger applied the gateway's status
+    UNCHANGED = "unchanged"  # nothing newer than what we had
+    UNKNOWN = "unknown"  # the gateway does not know the message right now
+    ERROR = "error"  # the check itself failed
+
+
 class _DeviceLimiter:
     """At most `rate` status checks per second per device, shared by this run's threads."""
 
@@ -388,13 +399,13 @@ def status_check_words(check: StatusCheck | None) -> str:
     return f"Checking {check.queued} {what}…{so_far}"
 
 
-def status_check_count(*, check_id: int, outcome: str) -> None:
+def status_check_count(*, check_id: int, outcome: Polled) -> None:
     """Count one polled message into its status check; the last one finishes the check."""
     now = timezone.now()
     StatusCheck.objects.filter(pk=check_id).update(
         checked=F("checked") + 1,
-        updated=F("updated") + int(outcome == "updated"),
-        errors=F("errors") + int(outcome == "error"),
+        updated=F("updated") + int(outcome == Polled.UPDATED),
+        errors=F("errors") + int(outcome == Polled.ERROR),
         last_checked_at=now,
     )
     StatusCheck.objects.filter(pk=check_id, finished_at__isnull=True, checked__gte=F("queued")).update(
@@ -469,8 +480,8 @@ def poll_one(
     message_id: str,
     device: str,
     blast_id: int | None = None,
-) -> str:
-    """Ask the gateway for one message's status and apply it; return 'updated', 'unchanged', 'unknown' or 'error'."""
+) -> Polled:
+    """Ask the gateway for one message's status and apply it; return what the check came to."""
     limiter.wait(device)
     try:
         result = client.message_status(device=device, message_id=message_id)
@@ -484,13 +495,13 @@ def poll_one(
             blast=blast_id,
             recipient=pk,
             message=message_id,
-            outcome="error",
+            outcome=Polled.ERROR,
             error=exc,
         )
-        return "error"
+        return Polled.ERROR
     status = status_from_gateway(result.status) if result.known else None
     if status is None:  # {"success": false, "data": {}} means "unknown right now", not a failure
-        return "unknown"
+        return Polled.UNKNOWN
     applied = recipient_advance(
         recipient=pk,
         status=status,
@@ -503,7 +514,7 @@ def poll_one(
     log_event(
         log, "poll", blast=blast_id, recipient=pk, message=message_id, status=status.name, applied=applied
     )
-    return "updated" if applied else "unchanged"
+    return Polled.UPDATED if applied else Polled.UNCHANGED
 
 
 def poll_due(
@@ -554,21 +565,7 @@ def poll_due(
                 with lock:
                     tally[outcome] += 1
 
-    def work_in_thread():
-        try:
-            work()
-        finally:
-            connection.close()  # each thread has its own connection
-
-    count = max(concurrency or settings.POLL_CONCURRENCY, 1)
-    if count == 1:
-        work()  # in this thread (and its transaction, if any)
-        return tally
-    threads = [threading.Thread(target=work_in_thread) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(work, max(concurrency or settings.POLL_CONCURRENCY, 1))
     return tally
 
 
@@ -588,6 +585,6 @@ def poll_pass(
 def poll_summary(tally: Counter, early_acks: int) -> str:
     """A run's outcomes in one line, for the command's output and the poller's heartbeat."""
     return (
-        f"checked {sum(tally.values())}, updated {tally['updated']}, unknown {tally['unknown']}, "
-        f"errors {tally['error']}; early acks matched {early_acks}"
+        f"checked {sum(tally.values())}, updated {tally[Polled.UPDATED]}, unknown {tally[Polled.UNKNOWN]}, "
+        f"errors {tally[Polled.ERROR]}; early acks matched {early_acks}"
     )

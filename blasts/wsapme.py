@@ -6,11 +6,9 @@ resent automatically). The token never reaches a reason, an exception message or
 """
 
 import logging
-import math
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
 
@@ -18,7 +16,8 @@ import requests
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import NewConnectionError
+from urllib3.exceptions import InvalidHeader, NewConnectionError
+from urllib3.util import Retry
 
 from .text import clean_json, clean_text
 
@@ -40,12 +39,25 @@ class Outcome(StrEnum):
     UNKNOWN = "unknown"  # may have been sent: never resent automatically
 
 
+class FailureKind(StrEnum):
+    """Why a send failed, for the circuit breaker (sending.BREAKER_THRESHOLDS) and the blast's reason."""
+
+    UNAUTHORIZED = "unauthorized"
+    DEVICE_OFFLINE = "device_offline"
+    RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"
+    INVALID_NUMBER = "invalid_number"
+    REJECTED = "rejected"
+    TIMEOUT = "timeout"
+    BAD_ANSWER = "bad_answer"
+
+
 @dataclass(frozen=True)
 class SendResult:
     outcome: Outcome
     message_id: str | None = None
     reason: str = ""  # one human line, never the token
-    kind: str = ""  # for the circuit breaker; "" when sent
+    kind: FailureKind | str = ""  # "" when sent
     retry_after: float | None = None  # seconds, from Retry-After
     http_status: int | None = None
     raw: Any = None  # the parsed JSON answer, or the text body (truncated), or None
@@ -70,22 +82,22 @@ class WsapmeError(Exception):
 
 # Failures come back with HTTP 200 and success:false; the reason is the only clue. Matched
 # in order on the lowercased reason: "not connected" must win over a mention of a number.
-_FAILURE_REASONS: tuple[tuple[tuple[str, ...], Outcome, str], ...] = (
-    (("unauthor", "forbidden", "token"), Outcome.BLOCKED, "unauthorized"),
-    (("offline", "disconnect", "not connected", "logged out"), Outcome.BLOCKED, "device_offline"),
-    (("too many", "rate limit"), Outcome.NOT_SENT, "rate_limited"),
-    (("number", "not registered", "invalid jid"), Outcome.REJECTED, "invalid_number"),
+_FAILURE_REASONS: tuple[tuple[tuple[str, ...], Outcome, FailureKind], ...] = (
+    (("unauthor", "forbidden", "token"), Outcome.BLOCKED, FailureKind.UNAUTHORIZED),
+    (("offline", "disconnect", "not connected", "logged out"), Outcome.BLOCKED, FailureKind.DEVICE_OFFLINE),
+    (("too many", "rate limit"), Outcome.NOT_SENT, FailureKind.RATE_LIMITED),
+    (("number", "not registered", "invalid jid"), Outcome.REJECTED, FailureKind.INVALID_NUMBER),
 )
-_FAILURE_FALLBACK = (Outcome.REJECTED, "rejected")
+_FAILURE_FALLBACK = (Outcome.REJECTED, FailureKind.REJECTED)
 
 # HTTP error answers to a send. Other 4xx are rejections; other codes (5xx, and redirects,
 # which are not followed because requests would turn the POST into a GET) may have sent it.
-_HTTP_OUTCOMES: dict[int, tuple[Outcome, str]] = {
-    401: (Outcome.BLOCKED, "unauthorized"),
-    403: (Outcome.BLOCKED, "unauthorized"),
-    408: (Outcome.NOT_SENT, "unavailable"),  # the gateway gave up waiting for our request
-    429: (Outcome.NOT_SENT, "rate_limited"),
-    503: (Outcome.NOT_SENT, "unavailable"),
+_HTTP_OUTCOMES: dict[int, tuple[Outcome, FailureKind]] = {
+    401: (Outcome.BLOCKED, FailureKind.UNAUTHORIZED),
+    403: (Outcome.BLOCKED, FailureKind.UNAUTHORIZED),
+    408: (Outcome.NOT_SENT, FailureKind.UNAVAILABLE),  # the gateway gave up waiting for our request
+    429: (Outcome.NOT_SENT, FailureKind.RATE_LIMITED),
+    503: (Outcome.NOT_SENT, FailureKind.UNAVAILABLE),
 }
 
 
@@ -149,7 +161,7 @@ class WsapmeClient:
         return StatusResult(
             known=body.get("success", True) is not False and status is not None,
             status=status,
-            occurred_at=_from_epoch(stamp),
+            occurred_at=epoch(stamp),
             raw=body,
         )
 
@@ -171,12 +183,12 @@ class WsapmeClient:
         }
         if not 200 <= code < 300:
             outcome, kind = _HTTP_OUTCOMES.get(code) or (
-                _FAILURE_FALLBACK if 400 <= code < 500 else (Outcome.UNKNOWN, "bad_answer")
+                _FAILURE_FALLBACK if 400 <= code < 500 else (Outcome.UNKNOWN, FailureKind.BAD_ANSWER)
             )
             return SendResult(outcome, reason=self._http_reason(code, body), kind=kind, **common)
         if not isinstance(body, dict):
             return SendResult(
-                Outcome.UNKNOWN, reason="answer is not a JSON object", kind="bad_answer", **common
+                Outcome.UNKNOWN, reason="answer is not a JSON object", kind=FailureKind.BAD_ANSWER, **common
             )
         message_id = _message_id(body)
         success = body.get("success", True)  # the older flat /v1/sendMessage answer has no success key
@@ -191,19 +203,29 @@ class WsapmeClient:
             return SendResult(outcome, reason=reason, kind=kind, **common)
         # No id, an id with success:false, or success neither true nor false: it may be sent.
         reason = self._line(f"ambiguous answer: success={success!r}, messageId={message_id!r}")
-        return SendResult(Outcome.UNKNOWN, message_id=message_id, reason=reason, kind="bad_answer", **common)
+        return SendResult(
+            Outcome.UNKNOWN, message_id=message_id, reason=reason, kind=FailureKind.BAD_ANSWER, **common
+        )
 
-    def _transport_failure(self, exc: requests.RequestException) -> tuple[Outcome, str, str]:
+    def _transport_failure(self, exc: requests.RequestException) -> tuple[Outcome, FailureKind, str]:
         """Outcome, kind and reason: only a failed connect proves the request was never written."""
         if isinstance(exc, requests.ConnectTimeout):
-            return Outcome.NOT_SENT, "unavailable", f"connect timed out after {self.connect_timeout:g}s"
+            return (
+                Outcome.NOT_SENT,
+                FailureKind.UNAVAILABLE,
+                f"connect timed out after {self.connect_timeout:g}s",
+            )
         if isinstance(exc, requests.ConnectionError) and any(
             isinstance(e, NewConnectionError) for e in _chain(exc)
         ):
-            return Outcome.NOT_SENT, "unavailable", "could not connect (refused or no such host)"
+            return Outcome.NOT_SENT, FailureKind.UNAVAILABLE, "could not connect (refused or no such host)"
         if isinstance(exc, requests.ReadTimeout):
-            return Outcome.UNKNOWN, "timeout", f"read timed out after {self.read_timeout:g}s"
-        return Outcome.UNKNOWN, "bad_answer", f"no complete answer: {type(_chain(exc)[-1]).__name__}"
+            return Outcome.UNKNOWN, FailureKind.TIMEOUT, f"read timed out after {self.read_timeout:g}s"
+        return (
+            Outcome.UNKNOWN,
+            FailureKind.BAD_ANSWER,
+            f"no complete answer: {type(_chain(exc)[-1]).__name__}",
+        )
 
     def _http_reason(self, code: int, body: Any) -> str:
         message = _gateway_message(body) if isinstance(body, dict) else ""
@@ -278,27 +300,31 @@ def _first(*values: Any) -> str | int | None:
     return None
 
 
-def _from_epoch(value: str | int | None) -> datetime | None:
-    try:
-        return datetime.fromtimestamp(float(value), tz=UTC) if value is not None else None
-    except (ValueError, OverflowError, OSError):
-        return None
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP-date), capped at an hour."""
-    if not value:
+def epoch(value: Any) -> datetime | None:
+    """A gateway time: epoch seconds (or milliseconds), a number or a string; None when absent or absurd."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
     try:
         seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        when = when if when.tzinfo else when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER) if math.isfinite(seconds) else None
+    except (ValueError, OverflowError):  # not a number, or an integer beyond float range
+        return None
+    if seconds > 1e11:  # milliseconds
+        seconds /= 1000
+    return datetime.fromtimestamp(seconds, UTC) if 946_684_800 <= seconds <= 4_102_444_800 else None
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delay-seconds or an HTTP-date), capped at an hour.
+
+    urllib3 parses it as RFC 9110 says; a value that is neither (a fraction, a negative number,
+    a word) is no Retry-After at all.
+    """
+    if not value:
+        return None
+    try:
+        return min(Retry().parse_retry_after(value), MAX_RETRY_AFTER)
+    except InvalidHeader:
+        return None
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

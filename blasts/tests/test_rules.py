@@ -138,3 +138,21 @@ def test_no_read_writes_to_the_database(db):
         for call in calls.values():
             call()
     assert not Device.objects.exists()  # the ETA read the device's pacing without making its row
+
+
+# --- one thread helper ----------------------------------------------------------------------------
+
+
+def test_work_in_threads_returns_each_result_and_raises_what_a_thread_raised():
+    from blasts.threads import run_in_threads
+
+    assert run_in_threads(lambda: 7, 3) == [7, 7, 7]
+    calls = iter(range(3))
+
+    def fails_once():
+        if next(calls) == 1:
+            raise RuntimeError("lost the gateway")
+        return "done"
+
+    with pytest.raises(RuntimeError, match="lost the gateway"):
+        run_in_threads(fails_once, 3)

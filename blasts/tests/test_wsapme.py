@@ -251,8 +251,9 @@ def test_503_carries_retry_after_from_an_http_date():
     ("header", "expected"),
     [
         ("86400", 3600.0),  # capped at an hour
-        ("-5", 0.0),
-        ("0.5", 0.5),
+        ("7", 7.0),
+        ("-5", None),  # not delay-seconds (RFC 9110: digits only), as urllib3 reads it
+        ("0.5", None),
         ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # already past
         ("soon", None),
         ("nan", None),

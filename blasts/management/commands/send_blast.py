@@ -7,10 +7,10 @@ from django.utils import timezone
 from tqdm import tqdm
 
 from blasts.selectors import blast_eta, blast_funnel
-from blasts.sending import blast_prepare_send, send_due
+from blasts.sending import Done, blast_prepare_send, send_due
 from blasts.wsapme import get_client
 
-DONE = {"sent", "failed", "unknown", "skipped"}
+DONE = {Done.SENT, Done.FAILED, Done.UNKNOWN, Done.SKIPPED}
 
 
 class Command(BaseCommand):
