@@ -127,7 +127,8 @@ class BlastAdmin(admin.ModelAdmin):
         changed = 0
         for blast in queryset:
             try:
-                changed += service(blast) is not False
+                service(blast)
+                changed += 1
             except ValidationError as exc:
                 self.message_user(request, f"{blast}: {exc.messages[0]}", messages.WARNING)
         if changed:
@@ -143,7 +144,8 @@ class BlastAdmin(admin.ModelAdmin):
 
     @admin.action(description="Pause")
     def pause(self, request, queryset):
-        return self._each(request, queryset, lambda blast: _paused(blast, request.user), "Paused")
+        reason = f"Paused by {request.user}."
+        return self._each(request, queryset, lambda blast: blast_pause(blast=blast, reason=reason), "Paused")
 
     @admin.action(description="Resume")
     def resume(self, request, queryset):
@@ -161,7 +163,7 @@ class BlastAdmin(admin.ModelAdmin):
         return self._each(
             request,
             queryset,
-            lambda blast: blast_resend_unknown(blast=blast, actor=request.user) > 0,
+            lambda blast: blast_resend_unknown(blast=blast, actor=request.user),
             "Requeued",
         )
 
@@ -205,13 +207,6 @@ class BlastAdmin(admin.ModelAdmin):
     def recipients_link(self, blast):
         url = reverse("admin:blasts_blastrecipient_changelist") + f"?blast__id__exact={blast.pk}"
         return format_html('<a href="{}">See the recipients</a>', url)
-
-
-def _paused(blast, user):
-    if not blast_pause(blast=blast, reason=f"Paused by {user}."):
-        raise ValidationError(
-            f"Only a queued or sending blast can be paused; this one is {blast.get_state_display().lower()}."
-        )
 
 
 def _with_share(count, sent):

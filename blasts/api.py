@@ -125,8 +125,7 @@ class BlastViewSet(
     def _move(self, service, code=status.HTTP_200_OK):
         blast = self.get_object()
         try:
-            if service(blast) is False:
-                raise DjangoValidationError(f"This blast is {blast.get_state_display().lower()}.")
+            service(blast)
         except DjangoValidationError as exc:
             return _conflict(exc)
         return Response(self._with_funnels([blast])[0], status=code)

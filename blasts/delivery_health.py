@@ -14,12 +14,12 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from .models import Blast, BlastRecipient
-from .services import blast_pause
+from .services import BlastStateError, blast_pause
+from .statuses import ACTIVE
 from .templatetags.blasts_extras import duration
 
 log = logging.getLogger(__name__)
 Status = BlastRecipient.Status
-ACTIVE = (Blast.State.QUEUED, Blast.State.SENDING)
 
 
 @dataclass(frozen=True)
@@ -117,4 +117,8 @@ def blast_check_delivery_health(*, blast: Blast, now: datetime | None = None) ->
     if not problem:
         return False
     log.warning("delivery health pauses blast=%s: %s", blast.pk, health)
-    return blast_pause(blast=blast, reason=problem)
+    try:
+        blast_pause(blast=blast, reason=problem)
+    except BlastStateError:
+        return False  # paused or cancelled meanwhile
+    return True

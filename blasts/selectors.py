@@ -16,7 +16,7 @@ from django.utils import timezone
 from .models import Blast, BlastRecipient, Heartbeat, StatusHistory
 from .pacing import device_finish_time
 from .stats import Difference, Rate
-from .statuses import FOLLOW_UP_FROM, FUNNEL_ORDER
+from .statuses import ACTIVE, FOLLOW_UP_FROM, FUNNEL_ORDER
 
 Status = BlastRecipient.Status
 
@@ -164,7 +164,7 @@ def blast_eta(blast: Blast) -> datetime | None:
     ahead = BlastRecipient.objects.filter(
         status=Status.QUEUED,
         blast__device=blast.device,
-        blast__state__in=[Blast.State.QUEUED, Blast.State.SENDING],
+        blast__state__in=ACTIVE,
         blast_id__lt=blast.pk,
     ).count()
     now = timezone.now()

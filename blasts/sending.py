@@ -23,6 +23,7 @@ import socket
 import threading
 from collections import Counter
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -40,7 +41,16 @@ from .delivery_health import blast_check_delivery_health
 from .models import Blast, BlastRecipient, Device, Heartbeat, OptOut, StatusHistory, WebhookEvent
 from .pacing import device_block, device_reserve_slot
 from .recipients import message_render
-from .services import blast_pause, blast_queue, recipient_advance, worker_heartbeat
+from .services import (
+    BlastStateError,
+    blast_complete,
+    blast_pause,
+    blast_queue,
+    blast_start,
+    recipient_advance,
+    worker_heartbeat,
+)
+from .statuses import ACTIVE
 from .threads import run_in_threads
 from .tracking import poll_after, webhook_events_apply_waiting
 from .wsapme import FailureKind, Outcome, SendResult, WsapmeClient
@@ -52,7 +62,6 @@ HEARTBEAT_EVERY = timedelta(seconds=15)
 HOUSEKEEPING_EVERY = timedelta(seconds=5)
 Status = BlastRecipient.Status
 Source = StatusHistory.Source
-ACTIVE = (Blast.State.QUEUED, Blast.State.SENDING)
 UNCLAIM = {"claimed_by": "", "claimed_until": None}
 
 # Consecutive failed sends of one kind that pause a blast; other kinds never do.
@@ -148,7 +157,8 @@ def blasts_hold_stale(*, now: datetime) -> int:
     stale = Blast.objects.filter(state=Blast.State.QUEUED, started_at__isnull=True, scheduled_at__lt=cutoff)
     for blast in stale:
         when = timezone.localtime(blast.scheduled_at).strftime("%Y-%m-%d %H:%M")
-        blast_pause(blast=blast, reason=f"It was scheduled for {when}, long past: resume it to send now.")
+        with suppress(BlastStateError):  # a person paused or cancelled it meanwhile
+            blast_pause(blast=blast, reason=f"It was scheduled for {when}, long past: resume it to send now.")
     return len(stale)
 
 
@@ -162,7 +172,12 @@ def blasts_complete_finished(*, now: datetime, blast_id: int | None = None) -> i
     )
     if blast_id:
         blasts = blasts.filter(pk=blast_id)
-    return blasts.update(state=Blast.State.COMPLETED, finished_at=now)
+    completed = 0
+    for blast in blasts:
+        with suppress(BlastStateError):  # another sender completed it, or a person paused it, meanwhile
+            blast_complete(blast=blast, now=now)
+            completed += 1
+    return completed
 
 
 def next_due_at(*, now: datetime, blast_id: int | None = None) -> datetime | None:
@@ -196,9 +211,10 @@ def blast_count_send(*, blast: Blast, result: SendResult) -> None:
     )
     streak = Blast.objects.values_list("failure_streak", flat=True).get(pk=blast.pk)
     if streak >= threshold:
-        blast_pause(
-            blast=blast, reason=f"{streak} sends in a row failed: {result.reason}. Fix it, then resume."
-        )
+        with suppress(BlastStateError):  # paused already (by a person, or another sender's breaker)
+            blast_pause(
+                blast=blast, reason=f"{streak} sends in a row failed: {result.reason}. Fix it, then resume."
+            )
 
 
 def _record(recipient: BlastRecipient, blast: Blast, result: SendResult, rng: random.Random) -> Done:
@@ -358,12 +374,9 @@ class Sender:
         ):
             recipients_release([pk], worker=self.worker)
             return Done.RELEASED, blast.device, None
-        if blast.state == Blast.State.QUEUED:
-            # Queued again after a resume too: started_at is when the current run began, and the
-            # delivery-health breaker judges only the sends made since then.
-            Blast.objects.filter(pk=blast.pk, state=Blast.State.QUEUED).update(
-                state=Blast.State.SENDING, started_at=timezone.now()
-            )
+        if blast.state == Blast.State.QUEUED:  # queued again after a resume too
+            with suppress(BlastStateError):  # another sender started it, or a person paused it, meanwhile
+                blast_start(blast=blast)
         result = self.client.send(
             device=blast.device, to=recipient.phone, message=message_render(blast.message, recipient)
         )

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from .models import Blast, BlastRecipient, Heartbeat, OptOut, StatusHistory, WebhookEvent
 from .recipients import ParsedRecipients, normalize_phone, parse_recipients
-from .statuses import STAGE_TIME_FIELDS, can_move
+from .statuses import ACTIVE, BLAST_MOVES, OPEN, STAGE_TIME_FIELDS, can_move
 from .templatetags.blasts_extras import duration
 from .text import fit
 
@@ -196,29 +196,55 @@ BLAST_ACTIONS = {
 }
 
 
-def _blast_move(blast: Blast, *, to: Blast.State, allowed_from, reason: str = "", **fields) -> bool:
-    """Move a blast between lifecycle states with one conditional UPDATE; return whether it moved."""
-    moved = Blast.objects.filter(pk=blast.pk, state__in=allowed_from).update(
-        state=to, state_reason=fit(Blast, "state_reason", reason), **fields
+class BlastStateError(ValidationError):
+    """A lifecycle change the blast's state does not allow; its message is for people."""
+
+
+def _states_words(states) -> str:
+    names = [Blast.State(state).label.lower() for state in states]
+    return " or ".join(filter(None, [", ".join(names[:-1]), names[-1]]))
+
+
+def blast_move(*, blast: Blast, to: Blast.State, allowed_from, verb: str, reason: str = "", **fields) -> None:
+    """The only writer of Blast.state: one conditional UPDATE from one of `allowed_from` to `to`.
+
+    Each move must be one statuses.BLAST_MOVES allows. When the blast is in none of `allowed_from`
+    (now, not when it was read) nothing changes and BlastStateError says so, e.g. "Only a paused
+    blast can be resumed; this one is draft."
+    """
+    if any(to not in BLAST_MOVES[state] for state in allowed_from):
+        raise ValueError(f"no blast moves from {allowed_from} to {to}")
+    changes = {"state": to, "state_reason": fit(Blast, "state_reason", reason), **fields}
+    if Blast.objects.filter(pk=blast.pk, state__in=allowed_from).update(**changes):
+        for name, value in changes.items():  # plain values: the row now holds exactly these
+            setattr(blast, name, value)
+        return
+    blast.refresh_from_db()  # to say what it is now
+    raise BlastStateError(
+        f"Only a {_states_words(allowed_from)} blast can be {verb}; "
+        f"this one is {blast.get_state_display().lower()}."
     )
-    if moved:
-        blast.refresh_from_db()
-    return bool(moved)
 
 
 def blast_queue(*, blast: Blast) -> None:
     """Hand a draft blast to the senders; they send it at its scheduled time, or now."""
     if not blast.recipients.filter(is_canary=False).exists():
         raise ValidationError("The blast has no recipients.")
-    if not _blast_move(blast, to=Blast.State.QUEUED, allowed_from=[Blast.State.DRAFT]):
-        raise ValidationError(f"Only a draft can be sent; this blast is {blast.get_state_display().lower()}.")
+    blast_move(blast=blast, to=Blast.State.QUEUED, allowed_from=[Blast.State.DRAFT], verb="sent")
 
 
-def blast_pause(*, blast: Blast, reason: str = "Paused by a person.") -> bool:
+def blast_start(*, blast: Blast) -> None:
+    """A sender's first send of a queued blast (again after a resume): started_at is when this run began,
+    and the delivery-health breaker judges only the sends made since."""
+    blast_move(
+        blast=blast, to=Blast.State.SENDING, allowed_from=[Blast.State.QUEUED], verb="started",
+        started_at=timezone.now(),
+    )  # fmt: skip
+
+
+def blast_pause(*, blast: Blast, reason: str = "Paused by a person.") -> None:
     """Stop sending after the message in flight; resume picks up where it stopped."""
-    return _blast_move(
-        blast, to=Blast.State.PAUSED, allowed_from=[Blast.State.QUEUED, Blast.State.SENDING], reason=reason
-    )
+    blast_move(blast=blast, to=Blast.State.PAUSED, allowed_from=ACTIVE, verb="paused", reason=reason)
 
 
 def blast_resume(*, blast: Blast) -> None:
@@ -226,19 +252,28 @@ def blast_resume(*, blast: Blast) -> None:
     fields = {"failure_streak": 0, "failure_kind": ""}
     if blast.scheduled_at and blast.scheduled_at < timezone.now():
         fields["scheduled_at"] = None  # a person confirmed a late scheduled blast: send now
-    if not _blast_move(blast, to=Blast.State.QUEUED, allowed_from=[Blast.State.PAUSED], **fields):
-        raise ValidationError(
-            f"Only a paused blast can be resumed; this one is {blast.get_state_display().lower()}."
-        )
+    blast_move(
+        blast=blast, to=Blast.State.QUEUED, allowed_from=[Blast.State.PAUSED], verb="resumed", **fields
+    )
 
 
 def blast_cancel(*, blast: Blast, reason: str = "Cancelled by a person.") -> None:
     """Stop for good: recipients not sent yet stay unsent."""
-    open_states = [Blast.State.DRAFT, Blast.State.QUEUED, Blast.State.SENDING, Blast.State.PAUSED]
-    if not _blast_move(
-        blast, to=Blast.State.CANCELLED, allowed_from=open_states, reason=reason, finished_at=timezone.now()
-    ):
-        raise ValidationError(f"This blast is {blast.get_state_display().lower()} already.")
+    blast_move(
+        blast=blast, to=Blast.State.CANCELLED, allowed_from=OPEN, verb="cancelled", reason=reason,
+        finished_at=timezone.now(),
+    )  # fmt: skip
+
+
+def blast_complete(*, blast: Blast, now: datetime | None = None) -> None:
+    """Nothing is left to send (queued or in flight): the blast is done."""
+    blast_move(
+        blast=blast,
+        to=Blast.State.COMPLETED,
+        allowed_from=ACTIVE,
+        verb="completed",
+        finished_at=now or timezone.now(),
+    )
 
 
 def blast_resend_unknown(*, blast: Blast, actor=None) -> int:
@@ -247,7 +282,7 @@ def blast_resend_unknown(*, blast: Blast, actor=None) -> int:
     Some of them may have received the message already; that is why this never happens by itself.
     """
     if blast.state == Blast.State.CANCELLED:
-        raise ValidationError("A cancelled blast cannot be resent.")
+        raise BlastStateError("A cancelled blast cannot be resent.")
     unknown = blast.recipients.filter(status=Status.UNKNOWN).values_list("pk", flat=True)
     queued = sum(
         recipient_advance(
@@ -260,8 +295,16 @@ def blast_resend_unknown(*, blast: Blast, actor=None) -> int:
         )
         for pk in list(unknown)
     )
-    if queued:
-        _blast_move(blast, to=Blast.State.QUEUED, allowed_from=[Blast.State.COMPLETED], finished_at=None)
+    if not queued:
+        raise BlastStateError("No recipient of this blast has an unknown outcome: nothing to resend.")
+    if blast.state == Blast.State.COMPLETED:
+        blast_move(
+            blast=blast,
+            to=Blast.State.QUEUED,
+            allowed_from=[Blast.State.COMPLETED],
+            verb="resent",
+            finished_at=None,
+        )
     return queued
 
 

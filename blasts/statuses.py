@@ -6,9 +6,10 @@ writes read as READ_ACK. REPLIED and CLOSED are ours (a reply arrives, a sale is
 
 import logging
 
-from .models import BlastRecipient
+from .models import Blast, BlastRecipient
 
 Status = BlastRecipient.Status
+BlastState = Blast.State
 log = logging.getLogger(__name__)
 
 GATEWAY_STATUSES: dict[str, Status] = {
@@ -102,3 +103,23 @@ FOLLOW_UP_FROM: dict[Status, str] = {
     Status.DELIVERY_ACK: "Delivered, not read",
     Status.READ_ACK: "Read, not replied",
 }
+
+
+# --- blasts ---------------------------------------------------------------------------------------
+
+# Where a blast may go from each state. services.blast_move is the only writer of Blast.state and
+# refuses any other move.
+BLAST_MOVES: dict[BlastState, frozenset[BlastState]] = {
+    BlastState.DRAFT: frozenset({BlastState.QUEUED, BlastState.CANCELLED}),
+    BlastState.QUEUED: frozenset(
+        {BlastState.SENDING, BlastState.PAUSED, BlastState.CANCELLED, BlastState.COMPLETED}
+    ),
+    BlastState.SENDING: frozenset({BlastState.PAUSED, BlastState.CANCELLED, BlastState.COMPLETED}),
+    BlastState.PAUSED: frozenset({BlastState.QUEUED, BlastState.CANCELLED}),
+    BlastState.COMPLETED: frozenset({BlastState.QUEUED}),  # an operator resends the unknown sends
+    BlastState.CANCELLED: frozenset(),
+}
+# The senders send it (at its scheduled time).
+ACTIVE: tuple[BlastState, ...] = (BlastState.QUEUED, BlastState.SENDING)
+# Not ended: it may still send.
+OPEN: tuple[BlastState, ...] = (BlastState.DRAFT, *ACTIVE, BlastState.PAUSED)

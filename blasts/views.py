@@ -50,10 +50,9 @@ from .services import (
     blast_resend_unknown,
     blast_resume,
 )
+from .statuses import ACTIVE
 from .tracking import CHECK_QUIET_AFTER, blast_check_statuses, recipient_match_message_id, status_check_words
 from .unmatched import blast_unmatched, recipient_match_choices
-
-IN_FLIGHT = (Blast.State.QUEUED, Blast.State.SENDING)
 
 
 @require_GET
@@ -84,7 +83,7 @@ class StatusView(StaffOnly, TemplateView):
             "workers": workers,
             "senders": [w for w in workers if w["heartbeat"].role == Heartbeat.Role.SENDER],
             "pollers": [w for w in workers if w["heartbeat"].role == Heartbeat.Role.POLLER],
-            "waiting": Blast.objects.filter(state__in=IN_FLIGHT).count(),
+            "waiting": Blast.objects.filter(state__in=ACTIVE).count(),
         }
 
 
@@ -131,7 +130,7 @@ class OverviewView(StaffOnly, FilterView):
 def _refresh_seconds(blast: Blast, checking: bool) -> int | None:
     """How often the live section reloads itself: often while sending or checking statuses, now and then
     while replies may come."""
-    if blast.state in IN_FLIGHT or checking:
+    if blast.state in ACTIVE or checking:
         return 3
     recent = timezone.now() - timedelta(hours=settings.REPLY_ATTRIBUTION_HOURS)
     if blast.state == Blast.State.COMPLETED and blast.finished_at and blast.finished_at > recent:
@@ -282,10 +281,7 @@ ACTIONS = {
     "pause": (lambda blast, user: blast_pause(blast=blast, reason=f"Paused by {user}."), "Paused."),
     "resume": (lambda blast, user: blast_resume(blast=blast), "Resumed."),
     "cancel": (lambda blast, user: blast_cancel(blast=blast, reason=f"Cancelled by {user}."), "Cancelled."),
-    "resend_unknown": (
-        lambda blast, user: blast_resend_unknown(blast=blast, actor=user) or None,
-        "Requeued.",
-    ),
+    "resend_unknown": (lambda blast, user: blast_resend_unknown(blast=blast, actor=user), "Requeued."),
 }
 
 
@@ -303,8 +299,7 @@ class BlastActionView(StaffOnly, View):
             return redirect("blast-detail", blast.pk)
         service, done = ACTIONS[name]
         try:
-            if service(blast, request.user) is False:
-                raise ValidationError(f"Not possible while the blast is {blast.get_state_display().lower()}.")
+            service(blast, request.user)
             messages.success(request, done)
         except ValidationError as exc:
             messages.error(request, exc.messages[0])

@@ -513,7 +513,7 @@ def test_send_queues_a_draft_with_202_and_a_second_send_is_409(admin_client):
     again = admin_client.post(f"/api/blasts/{blast.pk}/send/")
     assert (again.status_code, again.json()) == (
         409,
-        {"detail": "Only a draft can be sent; this blast is queued."},
+        {"detail": "Only a draft blast can be sent; this one is queued."},
     )
 
 
@@ -542,7 +542,10 @@ def test_pause_a_queued_blast_and_resume_it(admin_client):
 def test_pause_a_draft_is_409(admin_client):
     blast = make_blast(1)
     response = admin_client.post(f"/api/blasts/{blast.pk}/pause")
-    assert (response.status_code, response.json()) == (409, {"detail": "This blast is draft."})
+    assert (response.status_code, response.json()) == (
+        409,
+        {"detail": "Only a queued or sending blast can be paused; this one is draft."},
+    )
     blast.refresh_from_db()
     assert blast.state == Blast.State.DRAFT
 
@@ -564,7 +567,10 @@ def test_cancel_ends_the_blast_and_cancelling_again_is_409(admin_client):
     assert response.json()["state_reason"] == "Cancelled by admin (API)."
     assert response.json()["finished_at"] is not None
     again = admin_client.post(f"/api/blasts/{blast.pk}/cancel")
-    assert (again.status_code, again.json()) == (409, {"detail": "This blast is cancelled already."})
+    assert (again.status_code, again.json()) == (
+        409,
+        {"detail": "Only a draft, queued, sending or paused blast can be cancelled; this one is cancelled."},
+    )
     assert admin_client.post(f"/api/blasts/{blast.pk}/send").status_code == 409
     assert admin_client.post(f"/api/blasts/{blast.pk}/resume").status_code == 409
 

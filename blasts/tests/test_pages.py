@@ -184,7 +184,12 @@ def test_a_recipients_timeline_lists_every_change_with_its_source(admin_client):
             Blast.State.DRAFT,
             "Only a paused blast can be resumed; this one is draft.",
         ),
-        (Blast.State.DRAFT, "pause", Blast.State.DRAFT, "Not possible while the blast is draft."),
+        (
+            Blast.State.DRAFT,
+            "pause",
+            Blast.State.DRAFT,
+            "Only a queued or sending blast can be paused; this one is draft.",
+        ),
         (Blast.State.DRAFT, "explode", Blast.State.DRAFT, "That is not an action."),
     ],
 )

@@ -14,7 +14,8 @@ from blasts import selectors, unmatched
 from blasts.models import Blast, BlastRecipient, Device, StatusHistory
 from blasts.selectors import blasts_daily
 from blasts.sending import _backoff
-from blasts.services import blast_queue, recipient_advance
+from blasts.services import blast_move, blast_queue, recipient_advance
+from blasts.statuses import BLAST_MOVES, OPEN
 
 from .conftest import make_blast
 
@@ -156,3 +157,45 @@ def test_work_in_threads_returns_each_result_and_raises_what_a_thread_raised():
 
     with pytest.raises(RuntimeError, match="lost the gateway"):
         run_in_threads(fails_once, 3)
+
+
+# --- the blast's states ---------------------------------------------------------------------------
+
+
+def test_every_blast_state_has_its_moves_and_the_groups_derive_from_them():
+    assert set(BLAST_MOVES) == set(Blast.State)
+    assert not BLAST_MOVES[Blast.State.CANCELLED]  # the only end with no way back
+    assert set(OPEN) == {
+        state for state in Blast.State if state not in (Blast.State.COMPLETED, Blast.State.CANCELLED)
+    }
+
+
+def test_a_move_the_rule_does_not_have_is_a_programming_error(db):
+    blast = make_blast(1)
+    with pytest.raises(ValueError, match="no blast moves"):
+        blast_move(blast=blast, to=Blast.State.SENDING, allowed_from=[Blast.State.DRAFT], verb="started")
+    blast.refresh_from_db()
+    assert blast.state == Blast.State.DRAFT
+
+
+@pytest.mark.parametrize(
+    ("action", "message"),
+    [
+        ("pause", "Only a queued or sending blast can be paused; this one is draft."),
+        ("resume", "Only a paused blast can be resumed; this one is draft."),
+    ],
+)
+def test_the_pages_the_api_and_the_admin_refuse_a_move_in_the_same_words(admin_client, action, message):
+    blast = make_blast(1)
+    page = admin_client.post(reverse("blast-action", args=[blast.pk, action]), follow=True)
+    api = admin_client.post(reverse(f"api:blast-{action}", args=[blast.pk]))
+    admin = admin_client.post(
+        reverse("admin:blasts_blast_changelist"),
+        {"action": action, "_selected_action": [blast.pk]},
+        follow=True,
+    )
+    assert message in [str(m) for m in page.context["messages"]]
+    assert (api.status_code, api.json()) == (409, {"detail": message})
+    assert f"{blast}: {message}" in [str(m) for m in admin.context["messages"]]
+    blast.refresh_from_db()
+    assert blast.state == Blast.State.DRAFT

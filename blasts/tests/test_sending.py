@@ -536,7 +536,8 @@ def test_a_send_costs_four_statements_plus_a_share_of_its_batch(db, settings):
     # into SAVEPOINT/RELEASE): housekeeping 3 (lost sends, stale blasts, replies left waiting), the
     # claim 4, the device row made 3, the blast started 1, the delivery-health check 2, the look for
     # acks that beat the sends and replies that came during them 1, and at the end the empty claim 3,
-    # completion 1 and the next-due check 1: 19.
+    # completion 2 (the finished blasts, then each one's move through blast_move) and the next-due
+    # check 1: 20.
     settings.WSAPME_BASE_URL, settings.WSAPME_TOKEN, settings.WSAPME_SANDBOX = (
         "https://wsapme.test",
         "t0k",
@@ -557,4 +558,4 @@ def test_a_send_costs_four_statements_plus_a_share_of_its_batch(db, settings):
     with responses.RequestsMock() as mock, CaptureQueriesContext(connection) as queries:
         mock.add_callback(responses.POST, "https://wsapme.test/v1/sendMessage2", callback=gateway)
         assert send(blast)["sent"] == 10
-    assert len(queries) == 4 * 10 + 19, "\n".join(q["sql"][:80] for q in queries)
+    assert len(queries) == 4 * 10 + 20, "\n".join(q["sql"][:80] for q in queries)
