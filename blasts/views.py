@@ -53,6 +53,7 @@ from .services import (
 from .statuses import ACTIVE
 from .tracking import CHECK_QUIET_AFTER, blast_check_statuses, recipient_match_message_id, status_check_words
 from .unmatched import blast_unmatched, recipient_match_choices
+from .wsapme import MESSAGE_ID_MAX_LENGTH
 
 
 @require_GET
@@ -232,7 +233,7 @@ class RecipientMatchView(StaffOnly, View):
 
     def post(self, request, blast_pk, pk):
         recipient = get_object_or_404(BlastRecipient, blast_id=blast_pk, pk=pk)
-        message_id = request.POST.get("message_id", "")[:64]
+        message_id = request.POST.get("message_id", "")[:MESSAGE_ID_MAX_LENGTH]
         try:
             applied = recipient_match_message_id(
                 recipient=recipient, message_id=message_id, actor=request.user
