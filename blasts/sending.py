@@ -142,7 +142,7 @@ def recipients_reap_lost_sends(*, now: datetime) -> int:
             status=Status.UNKNOWN,
             source=Source.INFERRED,
             reason="The sender stopped during this send: it may or may not have gone out.",
-            require={"status": Status.SENDING, "claimed_until__lt": now},
+            lease_ended_before=now,
             also=UNCLAIM,
         )
     ]
@@ -369,8 +369,8 @@ class Sender:
             recipient=pk,
             status=Status.SENDING,
             source=Source.SEND,
-            require={"claimed_by": self.worker, "blast__state__in": ACTIVE},
-            also={"claimed_until": lease, "attempts": F("attempts") + 1},
+            held_by=self.worker,
+            also={"claimed_until": lease, "attempts": recipient.attempts + 1},
         ):
             recipients_release([pk], worker=self.worker)
             return Done.RELEASED, blast.device, None

@@ -8,9 +8,6 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import DateTimeField, Value
-from django.db.models.functions import Coalesce
-from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
 from .models import Blast, BlastRecipient, Heartbeat, OptOut, StatusHistory, WebhookEvent
@@ -32,7 +29,8 @@ def recipient_advance(
     raw: Any = None,
     reason: str = "",
     actor=None,
-    require: dict | None = None,
+    held_by: str | None = None,
+    lease_ended_before: datetime | None = None,
     also: dict | None = None,
 ) -> bool:
     """Apply `status` to the recipient if the forward-only rule allows it; return whether it did.
@@ -41,18 +39,33 @@ def recipient_advance(
     status, writes the new one, sets the first-reached time of the new stage and of every
     earlier stage still without one, and appends exactly one StatusHistory row.
     `reason` explains a FAILED, UNKNOWN or SKIPPED status and is kept on the recipient.
-    `require` adds conditions on the locked row (e.g. the sender still holds its claim);
-    `also` sets other columns in the same UPDATE (e.g. the message id with PENDING).
+    `held_by`: only while that sender holds its claim on the row and the blast is active.
+    `lease_ended_before`: only a send whose lease ran out before then (its sender stopped).
+    `also` sets other columns to plain values in the same write (e.g. the message id with PENDING).
     """
     pk = recipient.pk if isinstance(recipient, BlastRecipient) else recipient
     now = timezone.now()
-    when = Value(occurred_at or now, output_field=DateTimeField())
     changes: dict[str, Any] = {**(also or {}), "status": status, "status_changed_at": now}
     if reason:
         changes["failure_reason"] = reason
     firsts = [field for stage, field in STAGE_TIME_FIELDS if stage <= status]
     firsts += ["failed_at"] if status == Status.FAILED else []
-    changes |= {field: Coalesce(field, when) for field in firsts}  # only where not reached before
+    where, where_params = ["id = %s"], [pk]
+    if held_by is not None:
+        where.append(HELD_BY)
+        where_params += [held_by, *ACTIVE]
+    if lease_ended_before is not None:
+        where.append(LEASE_ENDED)
+        where_params += [Status.SENDING, _prepared("claimed_until", lease_ended_before)]
+    assign, assign_params = [], []
+    for name, value in changes.items():
+        if hasattr(value, "resolve_expression"):
+            raise TypeError(f"recipient_advance sets plain values, not {name}={value!r}")
+        assign.append(f"{connection.ops.quote_name(BlastRecipient._meta.get_field(name).column)} = %s")
+        assign_params.append(_prepared(name, value))
+    for name in firsts:  # only where not reached before
+        assign.append(f"{name} = COALESCE({name}, %s)")
+        assign_params.append(_prepared(name, occurred_at or now))
     history = StatusHistory(
         recipient_id=pk,
         to_status=status,
@@ -63,56 +76,72 @@ def recipient_advance(
         raw=raw,
     )
     movable = [current for current in Status if can_move(current, status)]
-    locked = BlastRecipient.objects.filter(pk=pk, **(require or {}))
-    advance = _advance_in_one_statement if connection.vendor == "postgresql" else _advance_under_lock
-    found, moved = advance(locked, changes, movable, history)
-    if not found and not (require and BlastRecipient.objects.filter(pk=pk).exists()):
+    write = _advance_in_one_statement if connection.vendor == "postgresql" else _advance_under_lock
+    found, moved = write(
+        pk, (" AND ".join(where), where_params), (", ".join(assign), assign_params), movable, history
+    )
+    if not found and not (len(where) > 1 and BlastRecipient.objects.filter(pk=pk).exists()):
         raise BlastRecipient.DoesNotExist(f"recipient {pk} does not exist")
     if moved and isinstance(recipient, BlastRecipient):
-        recipient.refresh_from_db(fields=list(changes))
+        recipient.refresh_from_db(fields=[*changes, *firsts])
     return moved
 
 
-def _advance_under_lock(locked, changes: dict, movable: list, history: StatusHistory) -> tuple[bool, bool]:
-    """recipient_advance's write in a transaction: lock and read, then update and log. (found, moved)"""
-    with transaction.atomic():
-        current = locked.select_for_update(of=("self",)).values_list("status", flat=True).first()
-        if current not in movable:
-            return current is not None, False
-        BlastRecipient.objects.filter(pk=history.recipient_id).update(**changes)
-        history.from_status = current
+# The conditions a caller may put on an advance (recipient_advance's held_by and lease_ended_before).
+HELD_BY = (
+    "claimed_by = %s AND blast_id IN "
+    f"(SELECT id FROM blasts_blast WHERE state IN ({', '.join(['%s'] * len(ACTIVE))}))"
+)
+LEASE_ENDED = "status = %s AND claimed_until < %s"
+
+# recipient_advance's write on PostgreSQL as one statement, so one round trip: `old` locks and reads
+# the row if the conditions hold, `moved` updates it if the rule allows, `logged` appends the history.
+ADVANCE_SQL = """
+    WITH old AS (SELECT status FROM blasts_blastrecipient WHERE {where} FOR UPDATE),
+    moved AS (
+        UPDATE blasts_blastrecipient SET {assign}
+        WHERE id = %s AND (SELECT status FROM old) = ANY(%s) RETURNING 1
+    ),
+    logged AS (
+        INSERT INTO blasts_statushistory (from_status, {logged}) SELECT (SELECT status FROM old), {values} FROM moved
+    )
+    SELECT EXISTS (SELECT 1 FROM old), EXISTS (SELECT 1 FROM moved)"""
+
+
+def _prepared(name: str, value: Any) -> Any:
+    """A recipient column's value as the database takes it (aware times, JSON, choices)."""
+    return BlastRecipient._meta.get_field(name).get_db_prep_save(value, connection)
+
+
+def _advance_under_lock(pk, where, assign, movable, history) -> tuple[bool, bool]:
+    """The write in a transaction (SQLite's are IMMEDIATE: locked from the start). (found, moved)"""
+    (where, where_params), (assign, assign_params) = where, assign
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"SELECT status FROM blasts_blastrecipient WHERE {where}", where_params)
+        row = cursor.fetchone()
+        if row is None or row[0] not in movable:
+            return row is not None, False
+        cursor.execute(f"UPDATE blasts_blastrecipient SET {assign} WHERE id = %s", [*assign_params, pk])
+        history.from_status = row[0]
         history.save(force_insert=True)
     return True, True
 
 
-def _advance_in_one_statement(
-    locked, changes: dict, movable: list, history: StatusHistory
-) -> tuple[bool, bool]:
-    """The same write as one PostgreSQL statement (lock, read, update, log), so one round trip.
-
-    Django compiles each part; the statement only chains them: `old` locks and reads the row,
-    `moved` updates it if the rule allows, `logged` appends the history row if it moved.
-    """
-    old_sql, old_params = locked.values("status").query.sql_with_params()
-    update = BlastRecipient.objects.filter(pk=history.recipient_id).query.chain(UpdateQuery)
-    update.add_update_values(changes)
-    update_sql, update_params = update.get_compiler(connection.alias).as_sql()
+def _advance_in_one_statement(pk, where, assign, movable, history) -> tuple[bool, bool]:
+    """The same write as ADVANCE_SQL: one PostgreSQL statement. (found, moved)"""
+    (where, where_params), (assign, assign_params) = where, assign
     logged = [
         field for field in StatusHistory._meta.concrete_fields if field.name not in ("id", "from_status")
     ]
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in logged)
     values = [field.get_db_prep_save(field.value_from_object(history), connection) for field in logged]
-    table = connection.ops.quote_name(BlastRecipient._meta.db_table)
-    sql = f"""
-        WITH old AS ({old_sql} FOR UPDATE OF {table}),
-        moved AS ({update_sql} AND (SELECT status FROM old) = ANY(%s) RETURNING 1),
-        logged AS (
-            INSERT INTO {connection.ops.quote_name(StatusHistory._meta.db_table)} (from_status, {columns})
-            SELECT (SELECT status FROM old), {", ".join(["%s"] * len(values))} FROM moved
-        )
-        SELECT EXISTS (SELECT 1 FROM old), EXISTS (SELECT 1 FROM moved)"""
+    sql = ADVANCE_SQL.format(
+        where=where,
+        assign=assign,
+        logged=", ".join(field.column for field in logged),
+        values=", ".join(["%s"] * len(values)),
+    )
     with connection.cursor() as cursor:
-        cursor.execute(sql, (*old_params, *update_params, movable, *values))
+        cursor.execute(sql, [*where_params, *assign_params, pk, movable, *values])
         return cursor.fetchone()
 
 

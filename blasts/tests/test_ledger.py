@@ -1,9 +1,10 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db.models import F
 from django.utils import timezone
 
-from blasts.models import BlastRecipient, StatusHistory
+from blasts.models import Blast, BlastRecipient, StatusHistory
 from blasts.services import recipient_advance
 
 Status = BlastRecipient.Status
@@ -139,9 +140,50 @@ def test_a_missing_recipient_raises(db):
 
 
 def test_a_claim_that_is_gone_changes_nothing_and_does_not_raise(recipient):
-    assert not advance(recipient, Status.SENDING, require={"claimed_by": "someone else"})
+    assert not advance(recipient, Status.SENDING, held_by="someone else")
     recipient.refresh_from_db()
     assert recipient.status == Status.QUEUED and not recipient.history.exists()
+
+
+def test_a_send_held_by_its_sender_moves_only_while_the_blast_is_active(recipient):
+    Blast.objects.filter(pk=recipient.blast_id).update(state=Blast.State.SENDING)
+    BlastRecipient.objects.filter(pk=recipient.pk).update(claimed_by="sender-1")
+    Blast.objects.filter(pk=recipient.blast_id).update(state=Blast.State.PAUSED)
+    assert not advance(recipient, Status.SENDING, held_by="sender-1")  # paused between claim and send
+    Blast.objects.filter(pk=recipient.blast_id).update(state=Blast.State.SENDING)
+    assert advance(recipient, Status.SENDING, held_by="sender-1", also={"attempts": 1})
+    recipient.refresh_from_db()
+    assert (recipient.status, recipient.attempts, recipient.history.count()) == (Status.SENDING, 1, 1)
+
+
+def test_a_lost_send_is_reaped_only_once_its_lease_ran_out(recipient):
+    lease = timezone.now() + timedelta(seconds=60)
+    advance(recipient, Status.SENDING, also={"claimed_by": "sender-1", "claimed_until": lease})
+    assert not advance(recipient, Status.UNKNOWN, lease_ended_before=lease - timedelta(seconds=1))
+    assert advance(recipient, Status.UNKNOWN, lease_ended_before=lease + timedelta(seconds=1))
+    recipient.refresh_from_db()
+    assert recipient.status == Status.UNKNOWN
+
+
+def test_a_queued_row_with_an_old_claim_is_not_a_lost_send(recipient):
+    BlastRecipient.objects.filter(pk=recipient.pk).update(claimed_until=timezone.now() - timedelta(hours=1))
+    assert not advance(recipient, Status.UNKNOWN, lease_ended_before=timezone.now())
+
+
+def test_columns_are_set_to_plain_values_only(recipient):
+    with pytest.raises(TypeError, match="plain values"):
+        advance(recipient, Status.SENDING, also={"attempts": F("attempts") + 1})
+    recipient.refresh_from_db()
+    assert recipient.status == Status.QUEUED and not recipient.history.exists()
+
+
+def test_unicode_and_json_reach_the_row_as_given(recipient):
+    raw = {"text": "Berapa harga? 🙏 ✓", "nested": [1, {"a": None}]}
+    reason = "Gagal: nombor tidak sah — ٣ 🚫"
+    assert advance(recipient, Status.FAILED, reason=reason, raw=raw, also={"send_response": raw})
+    recipient.refresh_from_db()
+    assert (recipient.failure_reason, recipient.send_response) == (reason, raw)
+    assert recipient.history.get().raw == raw
 
 
 @pytest.mark.postgres
