@@ -286,7 +286,8 @@ def wait_until_up(url: str, alive, timeout: float = 60, headers: dict | None = N
 
 def serve_sandbox(port: int, latency: float) -> None:
     """The sandbox gateway (blasts/sandbox.py) as shipped, in this process."""
-    from blasts.sandbox import Sandbox, SandboxConfig
+    from blasts.gateway.sandbox import Sandbox
+    from blasts.gateway.sandbox_messages import SandboxConfig
 
     Sandbox(SandboxConfig(latency=float(latency)), port=port).serve_forever()
 
@@ -324,7 +325,7 @@ def gateway_client(url: str):
     """The product's WSAPME client, pointed at a sandbox with the token it accepts."""
     from django.conf import settings
 
-    from blasts.wsapme import WsapmeClient
+    from blasts.gateway.client import WsapmeClient
 
     return WsapmeClient(url, settings.WSAPME_SANDBOX_TOKEN)
 

@@ -22,7 +22,7 @@ TARGET = 300.0  # messages per second
 
 def bench(smoke: bool) -> list[common.Row]:
     from blasts.models import BlastRecipient
-    from blasts.sending import send_due
+    from blasts.sending.worker import send_due
 
     size = SMOKE if smoke else FULL
     n = size["messages"]

@@ -27,7 +27,7 @@ def seed(message_ids: list[str]):
 
 def bench(smoke: bool) -> list[common.Row]:
     from blasts.models import BlastRecipient
-    from blasts.tracking import poll_due
+    from blasts.tracking.polling import poll_due
 
     size = SMOKE if smoke else FULL
     n, latency, c = size["messages"], size["latency"], size["concurrency"]

@@ -178,7 +178,8 @@ def bench(smoke: bool) -> list[common.Row]:
     from django.utils import timezone
 
     from blasts.models import Blast, BlastRecipient, StatusHistory
-    from blasts.selectors import blast_funnel, blast_stuck
+    from blasts.reporting.funnels import blast_funnel
+    from blasts.selectors import blast_stuck
 
     size = SMOKE if smoke else FULL
     common.say(f"seeding {size['blasts']:,} blasts x {size['per_blast']} recipients, with history")

@@ -38,7 +38,7 @@ def bench(smoke: bool) -> list[common.Row]:
     from django.conf import settings
 
     from blasts.models import BlastRecipient
-    from blasts.sending import send_due
+    from blasts.sending.worker import send_due
 
     size = SMOKE if smoke else FULL
     n, latency, c = size["recipients"], size["latency"], size["concurrency"]

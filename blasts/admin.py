@@ -12,9 +12,10 @@ from django.utils.http import url_has_allowed_host_and_scheme
 
 from .forms import BlastCreateForm, OptOutForm
 from .models import Blast, BlastRecipient, Device, OptOut, StatusHistory
-from .pacing import Pacing, device_read
 from .recipients import message_render, normalize_phone
-from .selectors import blast_eta, blast_funnel, blast_funnels
+from .reporting.funnels import blast_funnel, blast_funnels
+from .selectors import blast_eta
+from .sending.pacing import Pacing, device_read
 from .services import (
     BLAST_ACTIONS,
     blast_cancel,

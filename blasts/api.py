@@ -11,10 +11,11 @@ from rest_framework.filters import OrderingFilter
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
-from .exports import recipients_csv_response
 from .filters import STAGES, BlastFilter, RecipientFilter
 from .models import Blast, BlastRecipient, StatusHistory
-from .selectors import blast_funnels, blast_stuck
+from .reporting.exports import recipients_csv_response
+from .reporting.funnels import blast_funnels
+from .selectors import blast_stuck
 from .serializers import (
     STATUS_NAMES,
     BlastCreatedSerializer,
@@ -37,7 +38,7 @@ from .services import (
     blast_resume,
     recipient_advance,
 )
-from .tracking import blast_check_statuses, status_check_words
+from .tracking.polling import blast_check_statuses, status_check_words
 
 Status = BlastRecipient.Status
 

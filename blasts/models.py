@@ -6,7 +6,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
-from .wsapme import MESSAGE_ID_MAX_LENGTH
+from .gateway.client import MESSAGE_ID_MAX_LENGTH
 
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 PLACEHOLDERS = ("name", "first_name", "phone")

@@ -15,31 +15,23 @@ from django.views.decorators.http import require_GET
 from django.views.generic import DetailView, FormView, TemplateView, View
 from django_filters.views import FilterView
 
-from .exports import recipients_csv_response
 from .filters import BlastFilter, RecipientFilter
 from .forms import BlastCreateForm, CompareForm, FollowUpForm
+from .gateway.client import MESSAGE_ID_MAX_LENGTH
 from .models import Blast, BlastRecipient, Heartbeat
-from .pacing import device_finish_time
 from .recipients import message_render
-from .selectors import (
-    blast_canaries,
+from .reporting.compare import blast_sequence, comparable_choices, comparable_funnel, funnels_compare
+from .reporting.exports import recipients_csv_response
+from .reporting.funnels import (
     blast_funnel,
     blast_funnels,
-    blast_progress,
-    blast_read_split,
-    blast_reply_curve,
-    blast_sequence,
-    blast_stuck,
-    blast_timings,
     blasts_daily,
     blasts_funnel_breakdown,
     blasts_funnel_total,
-    blasts_timings_by_stage,
-    comparable_choices,
-    comparable_funnel,
-    funnels_compare,
-    workers_status,
 )
+from .reporting.timing import blast_read_split, blast_reply_curve, blast_timings, blasts_timings_by_stage
+from .selectors import blast_canaries, blast_progress, blast_stuck, workers_status
+from .sending.pacing import device_finish_time
 from .services import (
     BLAST_ACTIONS,
     blast_cancel,
@@ -51,9 +43,9 @@ from .services import (
     blast_resume,
 )
 from .statuses import ACTIVE
-from .tracking import CHECK_QUIET_AFTER, blast_check_statuses, recipient_match_message_id, status_check_words
-from .unmatched import blast_unmatched, recipient_match_choices
-from .wsapme import MESSAGE_ID_MAX_LENGTH
+from .tracking.events import recipient_match_message_id
+from .tracking.polling import CHECK_QUIET_AFTER, blast_check_statuses, status_check_words
+from .tracking.unmatched import blast_unmatched, recipient_match_choices
 
 
 @require_GET

@@ -19,7 +19,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from .text import clean_json
-from .tracking import webhook_events_receive
+from .tracking.events import webhook_events_receive
 
 log = logging.getLogger(__name__)
 MAX_EVENTS = 100  # events in one batched body

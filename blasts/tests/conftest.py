@@ -10,9 +10,10 @@ from django.db import connection
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
+from blasts.gateway.sandbox import Sandbox
+from blasts.gateway.sandbox_messages import SandboxConfig
 from blasts.models import BlastRecipient, StatusHistory
 from blasts.recipients import ParsedRecipients, parse_recipients
-from blasts.sandbox import Sandbox, SandboxConfig
 from blasts.services import blast_create, recipient_advance
 
 # Each example makes its own rows, so sharing the test's transaction is safe.

@@ -3,7 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 from blasts.models import BlastRecipient, StatusHistory
-from blasts.selectors import blast_read_split, blast_reply_curve, blast_timings
+from blasts.reporting.timing import blast_read_split, blast_reply_curve, blast_timings
 from blasts.services import recipient_advance
 
 from .conftest import make_blast

@@ -14,10 +14,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
+from blasts.gateway.client import get_client
 from blasts.models import Blast, BlastRecipient, OptOut, StatusHistory
 from blasts.services import blast_queue, recipient_advance
-from blasts.tracking import NOTHING_TO_CHECK, poll_due
-from blasts.wsapme import get_client
+from blasts.tracking.polling import NOTHING_TO_CHECK, poll_due
 
 from .conftest import make_blast
 

@@ -7,18 +7,19 @@ import pytest
 import requests
 from django.utils import timezone
 
-from blasts import delivery_health
-from blasts.delivery_health import (
+from blasts.gateway.client import get_client
+from blasts.gateway.sandbox import Sandbox
+from blasts.gateway.sandbox_messages import SandboxConfig
+from blasts.models import Blast, BlastRecipient
+from blasts.sending import health
+from blasts.sending.health import (
     DeliveryHealth,
     blast_check_delivery_health,
     blast_delivery_health,
     delivery_health_problem,
 )
-from blasts.models import Blast, BlastRecipient
-from blasts.sandbox import Sandbox, SandboxConfig
-from blasts.sending import send_due
+from blasts.sending.worker import send_due
 from blasts.services import blast_queue, blast_resume
-from blasts.wsapme import get_client
 
 from .conftest import make_blast
 
@@ -172,13 +173,13 @@ def test_the_breaker_is_off_with_a_window_of_0(settings):
 
 def judging(monkeypatch) -> list[DeliveryHealth]:
     """Every health the breaker computes, kept for the test to look at."""
-    seen, compute = [], delivery_health.blast_delivery_health
+    seen, compute = [], health.blast_delivery_health
 
     def spy(*args, **kwargs):
         seen.append(compute(*args, **kwargs))
         return seen[-1]
 
-    monkeypatch.setattr(delivery_health, "blast_delivery_health", spy)
+    monkeypatch.setattr(health, "blast_delivery_health", spy)
     return seen
 
 

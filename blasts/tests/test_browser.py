@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from blasts.exports import CSV_FIELDS
+from blasts.gateway.client import get_client
 from blasts.models import Blast, BlastRecipient
-from blasts.sending import send_due
-from blasts.wsapme import get_client
+from blasts.reporting.exports import CSV_FIELDS
+from blasts.sending.worker import send_due
 
 from .conftest import make_blast
 

@@ -7,7 +7,9 @@ from django.core.management.base import SystemCheckError
 from django.urls import reverse
 
 from blasts.models import BlastRecipient
-from blasts.selectors import blast_funnel, blast_stuck, blast_timings
+from blasts.reporting.funnels import blast_funnel
+from blasts.reporting.timing import blast_timings
+from blasts.selectors import blast_stuck
 from blasts.services import blast_create_follow_up, blast_queue
 
 from .conftest import make_blast
@@ -111,8 +113,8 @@ def test_a_canary_that_is_not_a_phone_number_stops_the_start(settings):
 
 
 def test_canaries_are_sent_despite_the_frequency_cap_and_the_follow_up_recheck(db, settings, wsapme_sandbox):
-    from blasts.sending import send_due
-    from blasts.wsapme import get_client
+    from blasts.gateway.client import get_client
+    from blasts.sending.worker import send_due
 
     settings.WSAPME_TOKEN, settings.WSAPME_SANDBOX, settings.WSAPME_BASE_URL = "", True, wsapme_sandbox.url
     settings.SEND_RATE_PER_MINUTE, settings.CANARY_PHONES = 0, TEAM[:1]

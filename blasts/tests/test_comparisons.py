@@ -4,8 +4,8 @@ import pytest
 from django.urls import reverse
 
 from blasts.models import BlastRecipient
+from blasts.reporting.stats import Difference, Rate, wilson
 from blasts.services import recipient_advance
-from blasts.stats import Difference, Rate, wilson
 from blasts.templatetags.blasts_extras import interval, percent
 
 from .conftest import make_blast

@@ -17,7 +17,7 @@ import pytest
 from django.conf import settings
 
 from blasts.models import Blast, BlastRecipient, WebhookEvent
-from blasts.tracking import webhook_events_apply_waiting
+from blasts.tracking.events import webhook_events_apply_waiting
 
 from .test_end_to_end import settle
 from .test_sending_processes import queued_blast, sandbox_calls, sender_env, stop_all, wait_for

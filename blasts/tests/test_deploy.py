@@ -199,8 +199,8 @@ def test_the_status_page_shows_each_workers_heartbeat_and_the_last_poll(admin_cl
 def test_the_sender_loop_reports_a_heartbeat(db, settings, wsapme_sandbox):
     import threading
 
-    from blasts.sending import send_due
-    from blasts.wsapme import get_client
+    from blasts.gateway.client import get_client
+    from blasts.sending.worker import send_due
 
     settings.WSAPME_BASE_URL = wsapme_sandbox.url
     stop = threading.Event()

@@ -6,11 +6,11 @@ import time
 import pytest
 from django.test import Client
 
+from blasts.gateway.client import get_client
 from blasts.models import BlastRecipient, OptOut, StatusHistory, WebhookEvent
-from blasts.selectors import blast_funnel
-from blasts.sending import send_due
+from blasts.reporting.funnels import blast_funnel
+from blasts.sending.worker import send_due
 from blasts.services import blast_queue
-from blasts.wsapme import get_client
 
 from .conftest import make_blast
 

@@ -7,7 +7,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from blasts.models import Blast, BlastRecipient, StatusHistory
-from blasts.selectors import blast_sequence, blasts_timings_by_stage
+from blasts.reporting.compare import blast_sequence
+from blasts.reporting.timing import blasts_timings_by_stage
 from blasts.services import follow_up_audience, recipient_advance
 
 from .conftest import make_blast

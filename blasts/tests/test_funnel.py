@@ -1,5 +1,5 @@
 from blasts.models import BlastRecipient, StatusHistory
-from blasts.selectors import blast_funnel, blast_funnels
+from blasts.reporting.funnels import blast_funnel, blast_funnels
 from blasts.services import recipient_advance
 
 Status = BlastRecipient.Status

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blasts.models import BlastRecipient, StatusHistory
-from blasts.selectors import blast_funnel
+from blasts.reporting.funnels import blast_funnel
 from blasts.services import recipient_advance
 from blasts.statuses import STAGE_TIME_FIELDS, status_from_gateway
 

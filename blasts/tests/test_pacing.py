@@ -6,7 +6,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from blasts.models import Device
-from blasts.pacing import (
+from blasts.sending.pacing import (
     Counters,
     Pacing,
     device_block,

@@ -13,11 +13,12 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.utils import timezone
 
-from blasts import tracking
+from blasts.gateway.client import get_client
 from blasts.management.commands import poll_statuses
 from blasts.models import BlastRecipient, Heartbeat, StatusCheck, StatusHistory, WebhookEvent
 from blasts.services import recipient_advance
-from blasts.tracking import (
+from blasts.tracking import polling
+from blasts.tracking.polling import (
     CHECK_LOST_AFTER,
     POLL_LADDER,
     blast_check_statuses,
@@ -25,7 +26,6 @@ from blasts.tracking import (
     poll_due,
     recipients_claim_for_poll,
 )
-from blasts.wsapme import get_client
 
 from .conftest import make_blast
 
@@ -301,14 +301,14 @@ def test_a_stopping_poller_gives_the_check_back_the_messages_it_had_not_asked_ab
     recipients = sent(3, minutes_ago=0)
     status_check = check(recipients)
     stop = threading.Event()
-    ask = tracking.poll_one
+    ask = polling.poll_one
 
     def ask_then_get_sigterm(*args):
         outcome = ask(*args)
         stop.set()
         return outcome
 
-    monkeypatch.setattr(tracking, "poll_one", ask_then_get_sigterm)
+    monkeypatch.setattr(polling, "poll_one", ask_then_get_sigterm)
     assert poll(stop=stop) == Counter(unknown=1)
 
     status_check.refresh_from_db()

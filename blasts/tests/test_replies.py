@@ -14,11 +14,12 @@ from django.utils import timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from blasts.gateway.client import get_client
 from blasts.models import Blast, BlastRecipient, OptOut, StatusHistory, WebhookEvent
-from blasts.sending import recipients_reap_lost_sends, send_due
+from blasts.sending.ledger import recipients_reap_lost_sends
+from blasts.sending.worker import send_due
 from blasts.services import blast_queue, recipient_advance
-from blasts.tracking import webhook_events_apply_waiting
-from blasts.wsapme import get_client
+from blasts.tracking.events import webhook_events_apply_waiting
 
 from .conftest import make_blast, new_phone
 

@@ -7,14 +7,12 @@ import pytest
 from django.urls import reverse
 
 from blasts.models import Blast, BlastRecipient, StatusHistory
-from blasts.selectors import (
+from blasts.reporting.funnels import audience, blast_funnels, blasts_funnel_breakdown
+from blasts.reporting.timing import (
     _durations_in_python,
     _durations_in_sql,
     _percentile,
-    audience,
-    blast_funnels,
     blast_timings,
-    blasts_funnel_breakdown,
     blasts_timings_by_stage,
 )
 

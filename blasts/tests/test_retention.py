@@ -8,7 +8,8 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from blasts.models import Blast, BlastRecipient, StatusHistory, WebhookEvent
-from blasts.selectors import blast_funnels, blast_stuck, blasts_daily, blasts_funnel_total
+from blasts.reporting.funnels import blast_funnels, blasts_daily, blasts_funnel_total
+from blasts.selectors import blast_stuck
 
 from .conftest import make_blast
 from .test_follow_ups import at

@@ -1,8 +1,10 @@
 """Rules no test pinned before (issue 16): each of these failed to fail when the rule was broken."""
 
+import ast
 import hmac
 import inspect
 import random
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -10,12 +12,14 @@ from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
-from blasts import selectors, unmatched
+from blasts import selectors
 from blasts.models import Blast, BlastRecipient, Device, StatusHistory
-from blasts.selectors import blasts_daily
-from blasts.sending import _backoff
+from blasts.reporting import compare, funnels, timing
+from blasts.reporting.funnels import blasts_daily
+from blasts.sending.ledger import _backoff
 from blasts.services import blast_move, blast_queue, recipient_advance
 from blasts.statuses import BLAST_MOVES, OPEN
+from blasts.tracking import unmatched
 
 from .conftest import make_blast
 
@@ -92,29 +96,27 @@ def _refuse_writes(execute, sql, params, many, context):
 def _selector_calls(blast: Blast, recipient: BlastRecipient) -> dict:
     """Every public read with arguments that reach its queries."""
     blasts = Blast.objects.filter(pk=blast.pk)
-    funnel = selectors.blast_funnel(blast.pk)
+    funnel = funnels.blast_funnel(blast.pk)
     return {
-        selectors.audience: lambda: list(selectors.audience(blast=blast)),
-        selectors.blast_funnels: lambda: selectors.blast_funnels([blast.pk]),
-        selectors.blast_funnel: lambda: selectors.blast_funnel(blast.pk),
+        funnels.audience: lambda: list(funnels.audience(blast=blast)),
+        funnels.blast_funnels: lambda: funnels.blast_funnels([blast.pk]),
+        funnels.blast_funnel: lambda: funnels.blast_funnel(blast.pk),
         selectors.blast_eta: lambda: selectors.blast_eta(blast),
         selectors.blast_stuck: lambda: selectors.blast_stuck(blast.pk),
-        selectors.blasts_funnel_breakdown: lambda: selectors.blasts_funnel_breakdown(blasts),
-        selectors.blasts_funnel_total: lambda: selectors.blasts_funnel_total(blasts),
-        selectors.blasts_daily: lambda: selectors.blasts_daily(blasts),
+        funnels.blasts_funnel_breakdown: lambda: funnels.blasts_funnel_breakdown(blasts),
+        funnels.blasts_funnel_total: lambda: funnels.blasts_funnel_total(blasts),
+        funnels.blasts_daily: lambda: funnels.blasts_daily(blasts),
         selectors.blast_progress: lambda: selectors.blast_progress(blast),
         selectors.blast_canaries: lambda: selectors.blast_canaries(blast.pk),
-        selectors.blast_timings: lambda: selectors.blast_timings([blast.pk]),
-        selectors.blasts_timings_by_stage: lambda: selectors.blasts_timings_by_stage(blasts),
-        selectors.blasts_timings_by: lambda: selectors.blasts_timings_by(
-            blast.recipients.all(), "blast__tag"
-        ),
-        selectors.blast_reply_curve: lambda: selectors.blast_reply_curve([blast.pk]),
-        selectors.blast_read_split: lambda: selectors.blast_read_split(blast.pk),
-        selectors.funnels_compare: lambda: selectors.funnels_compare(funnel, funnel),
-        selectors.comparable_funnel: lambda: selectors.comparable_funnel(f"blast:{blast.pk}"),
-        selectors.comparable_choices: lambda: selectors.comparable_choices(),
-        selectors.blast_sequence: lambda: selectors.blast_sequence(blast),
+        timing.blast_timings: lambda: timing.blast_timings([blast.pk]),
+        timing.blasts_timings_by_stage: lambda: timing.blasts_timings_by_stage(blasts),
+        timing.blasts_timings_by: lambda: timing.blasts_timings_by(blast.recipients.all(), "blast__tag"),
+        timing.blast_reply_curve: lambda: timing.blast_reply_curve([blast.pk]),
+        timing.blast_read_split: lambda: timing.blast_read_split(blast.pk),
+        compare.funnels_compare: lambda: compare.funnels_compare(funnel, funnel),
+        compare.comparable_funnel: lambda: compare.comparable_funnel(f"blast:{blast.pk}"),
+        compare.comparable_choices: lambda: compare.comparable_choices(),
+        compare.blast_sequence: lambda: compare.blast_sequence(blast),
         selectors.workers_status: lambda: selectors.workers_status(),
         unmatched.blast_unmatched: lambda: unmatched.blast_unmatched(blast),
         unmatched.recipient_send_started: lambda: unmatched.recipient_send_started(recipient),
@@ -130,7 +132,7 @@ def test_no_read_writes_to_the_database(db):
     calls = _selector_calls(blast, recipient)
     public = {
         function
-        for module in (selectors, unmatched)
+        for module in (selectors, funnels, timing, compare, unmatched)
         for name, function in inspect.getmembers(module, inspect.isfunction)
         if function.__module__ == module.__name__ and not name.startswith("_")
     }
@@ -199,3 +201,54 @@ def test_the_pages_the_api_and_the_admin_refuse_a_move_in_the_same_words(admin_c
     assert f"{blast}: {message}" in [str(m) for m in admin.context["messages"]]
     blast.refresh_from_db()
     assert blast.state == Blast.State.DRAFT
+
+
+# --- the layout: imports run one way ------------------------------------------------------------
+
+APP = Path(__file__).resolve().parents[1]
+INTERFACES = ("views", "api", "admin", "forms", "filters", "serializers", "urls", "webhooks", "management")
+CORE = ("models", "statuses", "recipients", "text", "threads", "templatetags", "gateway.client")
+
+
+def _layer(module: str) -> str:
+    """'interface', 'core' or 'logic' (services, selectors and the capability sub-packages)."""
+    name = module.removeprefix("blasts.")
+    if name.startswith(INTERFACES):
+        return "interface"
+    return "core" if name.startswith(CORE) else "logic"
+
+
+def _imports(path: Path) -> set[str]:
+    """The blasts modules a file imports, as absolute names."""
+    package = ["blasts", *path.relative_to(APP).parent.parts]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            found |= {module} if node.module else {f"{module}.{alias.name}" for alias in node.names}
+    return {module for module in found if module.startswith("blasts.")}
+
+
+def test_imports_run_from_the_interfaces_down_to_the_models_never_up():
+    upward = []
+    for path in APP.rglob("*.py"):
+        if {"tests", "migrations"} & set(path.relative_to(APP).parts):
+            continue
+        module = ".".join(["blasts", *path.relative_to(APP).with_suffix("").parts])
+        rank = {"core": 0, "logic": 1, "interface": 2}
+        for imported in _imports(path):
+            if rank[_layer(imported)] > rank[_layer(module)]:
+                upward.append(f"{module} imports {imported}")
+    assert upward == []
+
+
+def test_no_module_outgrows_a_reading():
+    """The layout keeps modules small enough to read at one sitting (models and tests excepted)."""
+    long = {
+        str(path.relative_to(APP)): lines
+        for path in APP.rglob("*.py")
+        if "tests" not in path.parts and path.name != "models.py" and "migrations" not in path.parts
+        and (lines := len(path.read_text().splitlines())) > 420
+    }  # fmt: skip
+    assert long == {}

@@ -14,7 +14,8 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from blasts.sandbox import Sandbox, SandboxConfig, _Handler
+from blasts.gateway.sandbox import Sandbox, _Handler
+from blasts.gateway.sandbox_messages import SandboxConfig
 
 TOKEN = {"x-wsapme-token": "sandbox-token"}
 

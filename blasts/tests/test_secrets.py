@@ -14,11 +14,12 @@ from django.urls import reverse
 from hypothesis import given
 from hypothesis import strategies as st
 
+from blasts.gateway.client import get_client
+from blasts.gateway.sandbox import Sandbox
+from blasts.gateway.sandbox_messages import SandboxConfig
 from blasts.models import Blast, BlastRecipient, StatusHistory
-from blasts.sandbox import Sandbox, SandboxConfig
-from blasts.sending import send_due
+from blasts.sending.worker import send_due
 from blasts.services import blast_queue
-from blasts.wsapme import get_client
 from blastsite import logs
 from blastsite.logs import JsonFormatter, PlainFormatter, redact
 

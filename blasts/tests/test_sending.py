@@ -13,10 +13,11 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from blasts import sending
+from blasts.gateway.client import get_client
 from blasts.models import Blast, BlastRecipient, OptOut, StatusHistory
 from blasts.selectors import blast_eta
-from blasts.sending import send_due
+from blasts.sending import ledger, worker
+from blasts.sending.worker import send_due
 from blasts.services import (
     blast_cancel,
     blast_pause,
@@ -25,7 +26,6 @@ from blasts.services import (
     blast_resume,
     recipient_advance,
 )
-from blasts.wsapme import get_client
 
 from .conftest import make_blast
 
@@ -206,13 +206,13 @@ def test_pause_stops_sending_and_resume_never_resends(gateway):
 
 def test_a_pause_after_the_claim_sends_nothing_and_gives_the_recipient_back(gateway, monkeypatch):
     blast = queued_blast(1)
-    reserve = sending.device_reserve_slot
+    reserve = worker.device_reserve_slot
 
     def pause_then_reserve(*args, **kwargs):  # the pause lands after send_one read the blast as active
         blast_pause(blast=Blast.objects.get(pk=blast.pk))
         return reserve(*args, **kwargs)
 
-    monkeypatch.setattr(sending, "device_reserve_slot", pause_then_reserve)
+    monkeypatch.setattr(worker, "device_reserve_slot", pause_then_reserve)
     assert send(blast)["released"] == 1
     assert gateway.calls == []
     recipient = blast.recipients.get()
@@ -226,14 +226,14 @@ def test_concurrent_senders_split_the_claims_so_none_is_left_with_the_tail(gatew
     settings.SEND_BATCH_SIZE = 20
     blast = queued_blast(30)
     claimed = []
-    claim = sending.recipients_claim
+    claim = worker.recipients_claim
 
     def record(**kwargs):
         ids = claim(**kwargs)
         claimed.append(len(ids))
         return ids
 
-    monkeypatch.setattr(sending, "recipients_claim", record)
+    monkeypatch.setattr(worker, "recipients_claim", record)
     assert send(blast, concurrency=4)["sent"] == 30
     assert max(claimed) == 5  # 20 / 4 senders
 
@@ -275,24 +275,24 @@ def test_a_sender_with_nothing_to_claim_waits_for_other_processes_claims_not_its
     until = now + timedelta(seconds=60)
     sibling, other = blast.recipients.order_by("id")
     BlastRecipient.objects.filter(pk=sibling.pk).update(
-        status=Status.SENDING, claimed_by=f"{sending.process_name()}99", claimed_until=until
+        status=Status.SENDING, claimed_by=f"{ledger.process_name()}99", claimed_until=until
     )
-    assert sending.next_due_at(now=now, blast_id=blast.pk) is not None  # the other one is unclaimed
+    assert ledger.next_due_at(now=now, blast_id=blast.pk) is not None  # the other one is unclaimed
     BlastRecipient.objects.filter(pk=other.pk).update(claimed_by="elsewhere:1:2", claimed_until=until)
-    assert sending.next_due_at(now=now, blast_id=blast.pk) == until  # another process may die: wait
-    BlastRecipient.objects.filter(pk=other.pk).update(claimed_by=f"{sending.process_name()}98")
-    assert sending.next_due_at(now=now, blast_id=blast.pk) is None  # siblings finish their own
+    assert ledger.next_due_at(now=now, blast_id=blast.pk) == until  # another process may die: wait
+    BlastRecipient.objects.filter(pk=other.pk).update(claimed_by=f"{ledger.process_name()}98")
+    assert ledger.next_due_at(now=now, blast_id=blast.pk) is None  # siblings finish their own
 
 
 def test_a_sender_looks_for_lost_sends_every_few_seconds_not_on_every_claim(gateway, settings, monkeypatch):
     settings.SEND_BATCH_SIZE = 2
     blast = queued_blast(6)
     looks = []
-    reap = sending.recipients_reap_lost_sends
-    monkeypatch.setattr(sending, "recipients_reap_lost_sends", lambda **kw: looks.append(1) or reap(**kw))
+    reap = worker.recipients_reap_lost_sends
+    monkeypatch.setattr(worker, "recipients_reap_lost_sends", lambda **kw: looks.append(1) or reap(**kw))
     claims = []
-    claim = sending.recipients_claim
-    monkeypatch.setattr(sending, "recipients_claim", lambda **kw: claims.append(1) or claim(**kw))
+    claim = worker.recipients_claim
+    monkeypatch.setattr(worker, "recipients_claim", lambda **kw: claims.append(1) or claim(**kw))
 
     assert send(blast)["sent"] == 6
     assert len(claims) >= 4 and looks == [1]
@@ -520,7 +520,7 @@ def test_the_claim_walks_the_queued_order_index(db):
 
     blast = queued_blast(3)
     with CaptureQueriesContext(connection) as queries:
-        sending.recipients_claim(worker="w", limit=2, now=timezone.now(), blast_id=blast.pk)
+        ledger.recipients_claim(worker="w", limit=2, now=timezone.now(), blast_id=blast.pk)
     claim = next(q["sql"] for q in queries if "SKIP LOCKED" in q["sql"])
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")

@@ -103,7 +103,7 @@ def sandbox_calls(sandbox) -> list[dict]:
     return requests.get(f"{sandbox.url}/_sandbox/calls", timeout=10).json()["calls"]
 
 
-def sandbox_configure(sandbox, **knobs) -> None:
+def sandbox_messagesure(sandbox, **knobs) -> None:
     requests.post(f"{sandbox.url}/_sandbox/config", json=knobs, timeout=10).raise_for_status()
 
 
@@ -145,7 +145,7 @@ def test_sigkilled_senders_never_send_twice_nor_lose_anyone(wsapme_sandbox, tmp_
     kills, lease = 20, 2
     blast = queued_blast(500)
     # Each answer takes 50 ms, so a good share of the kills land while a request is in flight.
-    sandbox_configure(wsapme_sandbox, latency=0.05)
+    sandbox_messagesure(wsapme_sandbox, latency=0.05)
     env = sender_env(
         wsapme_sandbox,
         SEND_RATE_PER_MINUTE=0,

@@ -10,10 +10,11 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
+from blasts.gateway.client import StatusResult
 from blasts.models import BlastRecipient, StatusHistory, WebhookEvent
 from blasts.statuses import status_from_gateway
-from blasts.tracking import _DeviceLimiter, poll_one, webhook_events_receive
-from blasts.wsapme import StatusResult
+from blasts.tracking.events import webhook_events_receive
+from blasts.tracking.polling import _DeviceLimiter, poll_one
 
 from .conftest import make_blast
 

@@ -15,10 +15,10 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from blasts.gateway.client import get_client
 from blasts.models import BlastRecipient, OptOut, StatusHistory, WebhookEvent
-from blasts.sending import send_due
+from blasts.sending.worker import send_due
 from blasts.services import blast_queue, recipient_advance
-from blasts.wsapme import get_client
 
 from .conftest import make_blast
 from .test_slow_clients import gunicorn

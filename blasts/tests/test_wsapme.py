@@ -12,7 +12,7 @@ import responses
 from django.core.exceptions import ImproperlyConfigured
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
-from blasts.wsapme import Outcome, SendResult, WsapmeClient, WsapmeError, get_client
+from blasts.gateway.client import Outcome, SendResult, WsapmeClient, WsapmeError, get_client
 
 BASE = "https://api.wsapme.test"
 SEND_URL = f"{BASE}/v1/sendMessage2"

@@ -6,10 +6,11 @@ from contextlib import contextmanager
 
 from django.core.management.base import BaseCommand, CommandError
 
-from blasts.models import Blast, Heartbeat
-from blasts.services import worker_heartbeat
-from blasts.tracking import poll_due, poll_pass, poll_summary, webhook_events_apply_waiting
-from blasts.wsapme import get_client
+from ...gateway.client import get_client
+from ...models import Blast, Heartbeat
+from ...services import worker_heartbeat
+from ...tracking.events import webhook_events_apply_waiting
+from ...tracking.polling import poll_due, poll_pass, poll_summary
 
 
 @contextmanager

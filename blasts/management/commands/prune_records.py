@@ -2,7 +2,7 @@ from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 
-from blasts.services import records_prune
+from ...services import records_prune
 
 
 class Command(BaseCommand):

@@ -6,9 +6,11 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from tqdm import tqdm
 
-from blasts.selectors import blast_eta, blast_funnel
-from blasts.sending import Done, blast_prepare_send, send_due
-from blasts.wsapme import get_client
+from ...gateway.client import get_client
+from ...reporting.funnels import blast_funnel
+from ...selectors import blast_eta
+from ...sending.ledger import Done
+from ...sending.worker import blast_prepare_send, send_due
 
 DONE = {Done.SENT, Done.FAILED, Done.UNKNOWN, Done.SKIPPED}
 

@@ -3,8 +3,8 @@ import threading
 
 from django.core.management.base import BaseCommand
 
-from blasts.sending import send_due
-from blasts.wsapme import get_client
+from ...gateway.client import get_client
+from ...sending.worker import send_due
 
 
 class Command(BaseCommand):

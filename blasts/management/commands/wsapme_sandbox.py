@@ -4,7 +4,8 @@ import json
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from blasts.sandbox import Sandbox, SandboxConfig
+from ...gateway.sandbox import Sandbox
+from ...gateway.sandbox_messages import SandboxConfig
 
 
 class Command(BaseCommand):
@@ -21,7 +22,7 @@ class Command(BaseCommand):
             action="append",
             default=[],
             metavar="KNOB=VALUE",
-            help="Any other knob of blasts.sandbox.SandboxConfig, value as JSON: --set p_reply=0.5",
+            help="Any other knob of blasts.gateway.sandbox_messages.SandboxConfig, value as JSON: --set p_reply=0.5",
         )
 
     def handle(self, *args, host, port, seed, latency, webhook_url, set, **options):

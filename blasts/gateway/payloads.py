@@ -4,10 +4,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .models import BlastRecipient
-from .recipients import normalize_phone
-from .statuses import status_from_gateway
-from .wsapme import MESSAGE_ID_MAX_LENGTH, epoch
+from ..models import BlastRecipient
+from ..recipients import normalize_phone
+from ..statuses import status_from_gateway
+from .client import MESSAGE_ID_MAX_LENGTH, epoch
 
 Status = BlastRecipient.Status
 REPLY_TEXT_LIMIT = 4000  # characters of a reply kept: WhatsApp's own limit is 4,096

@@ -4,7 +4,7 @@ import csv
 
 from django.http import StreamingHttpResponse
 
-from .models import BlastRecipient
+from ..models import BlastRecipient
 
 Status = BlastRecipient.Status
 CSV_FIELDS = [

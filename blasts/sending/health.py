@@ -13,10 +13,10 @@ from django.conf import settings
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from .models import Blast, BlastRecipient
-from .services import BlastStateError, blast_pause
-from .statuses import ACTIVE
-from .templatetags.blasts_extras import duration
+from ..models import Blast, BlastRecipient
+from ..services import BlastStateError, blast_pause
+from ..statuses import ACTIVE
+from ..templatetags.blasts_extras import duration
 
 log = logging.getLogger(__name__)
 Status = BlastRecipient.Status

@@ -19,7 +19,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import InvalidHeader, NewConnectionError
 from urllib3.util import Retry
 
-from .text import clean_json, clean_text
+from ..text import clean_json, clean_text
 
 log = logging.getLogger(__name__)
 

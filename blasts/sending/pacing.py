@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
-from .models import Device
+from ..models import Device
 
 UTC_ZONE = ZoneInfo("UTC")
 

@@ -11,8 +11,8 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db.models import Count, Max, Min, Q
 
-from .models import Blast, BlastRecipient, WebhookEvent
-from .tracking import WAITING_KEPT
+from ..models import Blast, BlastRecipient, WebhookEvent
+from .events import WAITING_KEPT
 
 Status = BlastRecipient.Status
 MATCH_CHOICES = 20  # waiting messages offered for one send, the nearest in time first

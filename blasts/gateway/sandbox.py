@@ -1,6 +1,6 @@
 """A local stand-in for the WSAPME gateway, for the demo, end-to-end tests and benchmarks.
 
-It speaks the shapes in shared/wsapme-api.md, moves each message through its statuses on a
+It speaks the shapes in docs/wsapme.md, moves each message through its statuses on a
 seeded timeline, posts webhooks (acks and replies) to a configured URL, and has knobs for the
 gateway's bad days. Nothing here reaches a real phone. No ORM: it is a plain HTTP server.
 
@@ -20,111 +20,29 @@ import itertools
 import json
 import logging
 import random
-import re
 import socket
 import sys
 import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
 
-log = logging.getLogger(__name__)
-
-# Faults that answer without sending, and the ones that send but answer badly.
-NOT_SENT_FAULTS = {"rate_limited", "unavailable", "invalid_number", "unauthorized", "device_offline"}
-SENT_FAULTS = {"not_json", "drop_response", "stall"}
-FAULTS = NOT_SENT_FAULTS | SENT_FAULTS
-FAILURE_MESSAGES = {
-    "invalid_number": "Invalid number: not registered on WhatsApp",
-    "unauthorized": "Unauthorized: invalid token",
-    "device_offline": "Device offline: reconnect the device in the dashboard",
-}
-STATUS_NUMBERS = {"ERROR": 0, "PENDING": 1, "SERVER_ACK": 2, "DELIVERY_ACK": 3, "READ_ACK": 4, "PLAYED": 5}
-ACK_SHAPES = ("nested", "nested_numeric", "flat", "flat_ack")
-REPLIES = (
-    "Hi, interested",
-    "Berapa harga?",
-    "Can you send more details?",
-    "Ok noted, thanks",
-    "Nak tahu lebih lanjut",
+from .sandbox_messages import (
+    FAILURE_MESSAGES,
+    FAULTS,
+    NOT_SENT_FAULTS,
+    OPT_OUTS,
+    PHONE,
+    REPLIES,
+    Message,
+    SandboxConfig,
 )
-OPT_OUTS = ("STOP", "BERHENTI", "unsubscribe")
-PHONE = re.compile(r"^\+?(\d{8,15})$")
 
-
-@dataclass
-class SandboxConfig:
-    """Every knob. Delays are seconds; each message draws its own between half and 1.5x."""
-
-    token: str = "sandbox-token"
-    seed: int = 0
-    latency: float = 0.0  # added to every API answer
-    # Progression of a message after it is accepted.
-    server_ack_after: float = 1.0
-    delivered_after: float = 3.0
-    read_after: float = 6.0
-    reply_after: float = 12.0
-    p_error: float = 0.02  # WhatsApp refuses it (ERROR instead of SERVER_ACK)
-    p_delivered: float = 0.9
-    p_read: float = 0.75  # of delivered
-    p_receipts_off: float = 0.1  # of read: no READ_ACK is ever sent
-    p_reply: float = 0.35  # of read
-    p_opt_out: float = 0.05  # of replies: the reply is an opt-out word
-    drop_rate: float = 0.0  # banned or silently dropped: SERVER_ACK, then nothing (no delivery, no reply)
-    # Webhooks.
-    webhook_url: str = ""
-    webhook_headers: dict = field(default_factory=dict)
-    ack_shapes: tuple = ACK_SHAPES
-    p_duplicate: float = 0.0  # an event is delivered twice
-    shuffle_window: float = 0.0  # each event is delayed by up to this, so events reorder
-    p_early_ack: float = 0.0  # SERVER_ACK is posted before the send answer returns
-    # Faults drawn per call (fault name -> probability), on top of queued ones.
-    fault_rates: dict = field(default_factory=dict)
-    retry_after: float = 1.0  # seconds, for rate_limited and unavailable
-    stall: float = 30.0  # seconds a stalled answer waits
-    p_status_unknown: float = 0.0  # getMessageStatus answers {"success": false, "data": {}}
-
-    def update(self, values: dict) -> None:
-        for key, value in values.items():
-            current = getattr(self, key, None)
-            if not hasattr(self, key):
-                raise ValueError(f"unknown knob {key!r}")
-            if key == "fault_rates" and not set(value) <= FAULTS:
-                raise ValueError(f"fault_rates keys must be among {sorted(FAULTS)}")
-            if isinstance(current, tuple):
-                value = tuple(value)
-            elif KNOB_TYPES[key] in (int, float):  # the declared type: latency=0 is still a float
-                value = KNOB_TYPES[key](value)
-            setattr(self, key, value)
-
-
-KNOB_TYPES = {knob.name: knob.type for knob in fields(SandboxConfig)}
-
-
-@dataclass
-class Message:
-    id: str
-    device: str
-    phone: str  # digits, as WhatsApp's JIDs have them
-    text: str
-    sent_wall: float
-    sent_mono: float
-    nth: int  # how many sends to this number came before
-    timeline: list  # [(seconds after sending, status name)], in order
-    reply: tuple | None  # (seconds after sending, text)
-
-    def status_at(self, mono: float) -> tuple[str, float]:
-        """The newest status reached by `mono`, and its wall time."""
-        status, wall = "PENDING", self.sent_wall
-        for offset, name in self.timeline:
-            if self.sent_mono + offset <= mono:
-                status, wall = name, self.sent_wall + offset
-        return status, wall
+log = logging.getLogger(__name__)
 
 
 class _Server(ThreadingHTTPServer):
@@ -365,7 +283,7 @@ class Sandbox:
             time.sleep(self.config.stall)
         if fault == "not_json":
             return request.answer(200, b"<html><body>502 Bad Gateway</body></html>")
-        request.answer(200, self._send_answer(endpoint, message))
+        request.answer(200, message.send_answer(endpoint))
 
     def _record(self, call: dict) -> None:
         with self.lock:
@@ -419,28 +337,6 @@ class Sandbox:
             self.messages[message.id] = message
         return message
 
-    def _send_answer(self, endpoint: str, message: Message) -> dict:
-        jid = f"{message.phone}@s.whatsapp.net"
-        if endpoint == "sendMessage":  # the older, flat answer
-            return {
-                "messageId": message.id,
-                "id_device": message.device,
-                "jid": jid,
-                "status": "PENDING",
-                "message": message.text,
-            }
-        return {
-            "success": True,
-            "message": "Sent Successfully",
-            "data": {
-                "key": {"remoteJid": jid, "fromMe": True, "id": message.id},
-                "message": {"extendedTextMessage": {"text": message.text, "contextInfo": {"expiration": 0}}},
-                "messageTimestamp": str(int(message.sent_wall)),
-                "status": "PENDING",
-            },
-            "messageId": message.id,
-        }
-
     def _status(self, request, body):
         time.sleep(self.config.latency)
         fault = self._next_fault("status")
@@ -466,20 +362,6 @@ class Sandbox:
 
     # --- webhooks --------------------------------------------------------------------------
 
-    def _ack_payload(self, message: Message, status: str, wall: float, rng: random.Random) -> dict:
-        shape = rng.choice(self.config.ack_shapes)
-        number = STATUS_NUMBERS.get(status, status)
-        if shape in ("nested", "nested_numeric"):
-            return {
-                "key": {"remoteJid": f"{message.phone}@s.whatsapp.net", "fromMe": True, "id": message.id},
-                "status": number if shape == "nested_numeric" else status,
-                "messageTimestamp": str(int(message.sent_wall)),
-                "messageC2STimestamp": str(int(wall)),
-            }
-        if shape == "flat":
-            return {"messageId": message.id, "status": status, "timestamp": int(wall)}
-        return {"id": message.id, "ack": number, "timestamp": int(wall)}
-
     def _schedule(self, message: Message, *, early_ack: bool) -> None:
         config = self.config
         if not config.webhook_url:
@@ -487,12 +369,14 @@ class Sandbox:
         rng = self._rng(message, "webhooks")
         events = []
         for offset, status in message.timeline:
-            events.append((offset, self._ack_payload(message, status, message.sent_wall + offset, rng)))
+            events.append(
+                (offset, message.ack(status, message.sent_wall + offset, rng.choice(config.ack_shapes)))
+            )
         if message.reply:
             offset, text = message.reply
-            events.append((offset, self._reply_payload(message, text)))
+            events.append((offset, message.reply_body(text)))
         if early_ack:
-            payload = self._ack_payload(message, "SERVER_ACK", message.sent_wall, rng)
+            payload = message.ack("SERVER_ACK", message.sent_wall, rng.choice(config.ack_shapes))
             self._post(payload, message.id)  # before the send answer is written
         with self._events_ready:
             for offset, payload in events:
@@ -501,17 +385,6 @@ class Sandbox:
                     due = message.sent_mono + offset + rng.uniform(0, config.shuffle_window)
                     heapq.heappush(self._events, (due, next(self._seq), payload, message.id))
             self._events_ready.notify()
-
-    def _reply_payload(self, message: Message, text: str) -> dict:
-        return {
-            "type": "text",
-            "message": text,
-            "from": f"{message.phone}@c.us",
-            "timestamp": int(message.sent_wall + message.reply[0]),
-            "is_forwarded": False,
-            "is_broadcast": False,
-            "dataReceiver": {"jid": f"{message.device}@s.whatsapp.net", "name": "WSAPME sandbox"},
-        }
 
     def _deliver_webhooks(self) -> None:
         while not self._stopping.is_set():
