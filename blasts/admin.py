@@ -10,22 +10,23 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
 
+from .access import allowed, may
+from .audit import Actor, Via
 from .forms import BlastCreateForm, OptOutForm
-from .models import Blast, BlastRecipient, Device, OptOut, StatusHistory
-from .recipients import message_render, normalize_phone
-from .reporting.funnels import blast_funnel, blast_funnels
-from .selectors import blast_eta
-from .sending.pacing import Pacing, device_read
-from .services import (
+from .lifecycle import (
     BLAST_ACTIONS,
     blast_cancel,
-    blast_create,
     blast_pause,
     blast_queue,
     blast_resend_unknown,
     blast_resume,
-    recipient_advance,
 )
+from .models import AuditRecord, Blast, BlastRecipient, Device, OptOut, StatusHistory
+from .recipients import message_render, normalize_phone
+from .reporting.funnels import blast_funnel, blast_funnels
+from .selectors import blast_eta
+from .sending.pacing import Pacing, device_read
+from .services import blast_create, blast_edit, device_change, opt_out_add, opt_out_remove, recipient_mark
 
 admin.site.site_header = "WhatsApp blasts"
 admin.site.site_title = "WhatsApp blasts"
@@ -45,6 +46,23 @@ class BlastChangeList(ChangeList):
             blast.funnel = funnels[blast.pk]
 
 
+def _by(request) -> Actor:
+    return Actor(request.user, Via.ADMIN)
+
+
+class ActionPermissions:
+    """has_<action>_permission for the admin's `permissions=`: the same check as the pages and the API."""
+
+    def has_send_permission(self, request):
+        return may(request.user, "send")
+
+    def has_resend_unknown_permission(self, request):
+        return may(request.user, "resend_unknown")
+
+    def has_mark_permission(self, request):
+        return may(request.user, "mark")
+
+
 def _stage_column(stage):
     @admin.display(description=stage)
     def column(self, blast):
@@ -54,7 +72,7 @@ def _stage_column(stage):
 
 
 @admin.register(Blast)
-class BlastAdmin(admin.ModelAdmin):
+class BlastAdmin(ActionPermissions, admin.ModelAdmin):
     list_display = ["tag", "follow_up_stage", "state", "created_at", "recipients", *STAGES]
     list_filter = ["created_at", "tag", "follow_up_stage", "state"]
     date_hierarchy = "created_at"
@@ -82,10 +100,16 @@ class BlastAdmin(admin.ModelAdmin):
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         blast = self.get_object(request, object_id)
-        buttons = BLAST_ACTIONS.get(blast.state, []) if blast else []
+        buttons = allowed(request.user, BLAST_ACTIONS.get(blast.state, [])) if blast else []
         return super().change_view(
             request, object_id, form_url, {**(extra_context or {}), "blast_buttons": buttons}
         )
+
+    def has_add_permission(self, request):
+        return may(request.user, "create")
+
+    def has_change_permission(self, request, obj=None):
+        return may(request.user, "edit")
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:
@@ -103,11 +127,11 @@ class BlastAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if change:
-            return super().save_model(request, obj, form, change)
+            return blast_edit(blast=obj, changed=form.changed_data, by=_by(request))
         created = blast_create(
             **{name: form.cleaned_data[name] for name in BlastCreateForm.Meta.fields},
             recipients=form.parsed,
-            created_by=request.user,
+            by=_by(request),
         )
         obj.pk = created.blast.pk
         obj.refresh_from_db()
@@ -139,33 +163,38 @@ class BlastAdmin(admin.ModelAdmin):
             return redirect(back)  # the blast page's buttons come back to the blast page
         return None
 
-    @admin.action(description="Send: queue for the sender")
+    @admin.action(description="Send: queue for the sender", permissions=["send"])
     def send(self, request, queryset):
-        return self._each(request, queryset, lambda blast: blast_queue(blast=blast), "Queued")
+        by = _by(request)
+        return self._each(request, queryset, lambda blast: blast_queue(blast=blast, by=by), "Queued")
 
-    @admin.action(description="Pause")
+    @admin.action(description="Pause", permissions=["send"])
     def pause(self, request, queryset):
-        reason = f"Paused by {request.user}."
-        return self._each(request, queryset, lambda blast: blast_pause(blast=blast, reason=reason), "Paused")
-
-    @admin.action(description="Resume")
-    def resume(self, request, queryset):
-        return self._each(request, queryset, lambda blast: blast_resume(blast=blast), "Resumed")
-
-    @admin.action(description="Cancel")
-    def cancel(self, request, queryset):
-        reason = f"Cancelled by {request.user}."
+        by, reason = _by(request), f"Paused by {request.user}."
         return self._each(
-            request, queryset, lambda blast: blast_cancel(blast=blast, reason=reason), "Cancelled"
+            request, queryset, lambda blast: blast_pause(blast=blast, reason=reason, by=by), "Paused"
         )
 
-    @admin.action(description="Resend recipients whose send is unknown (some may get it twice)")
-    def resend_unknown(self, request, queryset):
+    @admin.action(description="Resume", permissions=["send"])
+    def resume(self, request, queryset):
+        by = _by(request)
+        return self._each(request, queryset, lambda blast: blast_resume(blast=blast, by=by), "Resumed")
+
+    @admin.action(description="Cancel", permissions=["send"])
+    def cancel(self, request, queryset):
+        by, reason = _by(request), f"Cancelled by {request.user}."
         return self._each(
-            request,
-            queryset,
-            lambda blast: blast_resend_unknown(blast=blast, actor=request.user),
-            "Requeued",
+            request, queryset, lambda blast: blast_cancel(blast=blast, reason=reason, by=by), "Cancelled"
+        )
+
+    @admin.action(
+        description="Resend recipients whose send is unknown (some may get it twice)",
+        permissions=["resend_unknown"],
+    )
+    def resend_unknown(self, request, queryset):
+        by = _by(request)
+        return self._each(
+            request, queryset, lambda blast: blast_resend_unknown(blast=blast, by=by), "Requeued"
         )
 
     @admin.display(description="ETA")
@@ -246,7 +275,7 @@ class PhoneSearch:
 
 
 @admin.register(BlastRecipient)
-class BlastRecipientAdmin(PhoneSearch, admin.ModelAdmin):
+class BlastRecipientAdmin(ActionPermissions, PhoneSearch, admin.ModelAdmin):
     list_display = ["phone", "name", "blast", "status", "message_id", "status_changed_at"]
     list_filter = ["status", "blast__tag", "blast__follow_up_stage"]
     list_select_related = ["blast"]
@@ -274,33 +303,26 @@ class BlastRecipientAdmin(PhoneSearch, admin.ModelAdmin):
         return False  # recipients are added with their blast
 
     def _mark(self, request, queryset, status):
-        pks = list(queryset.values_list("pk", flat=True))
-        manual = StatusHistory.Source.MANUAL
-        changed = sum(
-            recipient_advance(recipient=pk, status=status, source=manual, actor=request.user) for pk in pks
-        )
-        unchanged = len(pks) - changed
+        recipients, by = list(queryset), _by(request)
+        changed = sum(recipient_mark(recipient=recipient, status=status, by=by) for recipient in recipients)
+        unchanged = len(recipients) - changed
         self.message_user(
             request,
             f"Marked {changed} {status.label.lower()}; {unchanged} were there or past it already.",
             messages.SUCCESS,
         )
 
-    @admin.action(description="Mark selected recipients replied")
+    @admin.action(description="Mark selected recipients replied", permissions=["mark"])
     def mark_replied(self, request, queryset):
         self._mark(request, queryset, Status.REPLIED)
 
-    @admin.action(description="Mark selected recipients closed (sale made)")
+    @admin.action(description="Mark selected recipients closed (sale made)", permissions=["mark"])
     def mark_closed(self, request, queryset):
         self._mark(request, queryset, Status.CLOSED)
 
 
-@admin.register(StatusHistory)
-class StatusHistoryAdmin(admin.ModelAdmin):
-    list_display = ["recipient", "from_status", "to_status", "source", "occurred_at", "recorded_at", "actor"]
-    list_filter = ["source", "to_status"]
-    list_select_related = ["recipient", "actor"]
-    search_fields = ["recipient__phone", "recipient__message_id"]
+class AppendOnly:
+    """A log the services append to: read here, never added, changed or deleted (superusers neither)."""
 
     def has_add_permission(self, request):
         return False
@@ -310,6 +332,14 @@ class StatusHistoryAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(StatusHistory)
+class StatusHistoryAdmin(AppendOnly, admin.ModelAdmin):
+    list_display = ["recipient", "from_status", "to_status", "source", "occurred_at", "recorded_at", "actor"]
+    list_filter = ["source", "to_status"]
+    list_select_related = ["recipient", "actor"]
+    search_fields = ["recipient__phone", "recipient__message_id"]
 
 
 @admin.register(Device)
@@ -332,9 +362,48 @@ class DeviceAdmin(admin.ModelAdmin):
         ("Now", {"fields": readonly_fields}),
     ]  # fmt: skip
 
+    def has_add_permission(self, request):
+        return may(request.user, "device")
+
+    def has_change_permission(self, request, obj=None):
+        return may(request.user, "device")
+
+    def save_model(self, request, obj, form, change):
+        device_change(device=obj, changed=form.changed_data, by=_by(request))
+
 
 @admin.register(OptOut)
 class OptOutAdmin(PhoneSearch, admin.ModelAdmin):
     form = OptOutForm
     list_display = ["phone", "reason", "created_at"]
     search_fields = ["phone"]
+
+    def has_add_permission(self, request):
+        return may(request.user, "opt_out")
+
+    def has_change_permission(self, request, obj=None):
+        return False  # add or remove a number; a reason is not edited afterwards
+
+    def has_delete_permission(self, request, obj=None):
+        return may(request.user, "opt_out")
+
+    def save_model(self, request, obj, form, change):
+        obj.pk = opt_out_add(phone=obj.phone, reason=obj.reason, by=_by(request)).pk
+
+    def delete_model(self, request, obj):
+        opt_out_remove(opt_out=obj, by=_by(request))
+
+    def delete_queryset(self, request, queryset):
+        for opt_out in queryset:
+            opt_out_remove(opt_out=opt_out, by=_by(request))
+
+
+@admin.register(AuditRecord)
+class AuditRecordAdmin(AppendOnly, admin.ModelAdmin):
+    """The audit trail, read-only for everyone: rows are only ever added, by the services."""
+
+    list_display = ["at", "actor_name", "via", "action", "blast", "about"]
+    list_filter = ["action", "via", "at"]
+    list_select_related = ["blast"]
+    search_fields = ["actor_name", "about", "blast__tag"]
+    date_hierarchy = "at"

@@ -9,15 +9,21 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.filters import OrderingFilter
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 
+from .access import NEEDS, may, refusal
+from .audit import Actor, Via
 from .filters import STAGES, BlastFilter, RecipientFilter
+from .follow_ups import blast_create_follow_up
+from .lifecycle import blast_cancel, blast_pause, blast_queue, blast_resume
 from .models import Blast, BlastRecipient, StatusHistory
 from .reporting.exports import recipients_csv_response
 from .reporting.funnels import blast_funnels
 from .selectors import blast_stuck
 from .serializers import (
     STATUS_NAMES,
+    AuditSerializer,
     BlastCreatedSerializer,
     BlastCreateSerializer,
     BlastDetailSerializer,
@@ -30,14 +36,7 @@ from .serializers import (
     RecipientSerializer,
     StuckSerializer,
 )
-from .services import (
-    blast_cancel,
-    blast_create_follow_up,
-    blast_pause,
-    blast_queue,
-    blast_resume,
-    recipient_advance,
-)
+from .services import recipient_mark, recipients_exported
 from .tracking.polling import blast_check_statuses, status_check_words
 
 Status = BlastRecipient.Status
@@ -70,6 +69,25 @@ class CSVRenderer(renderers.BaseRenderer):
         return b""
 
 
+class ActionPermission(IsAdminUser):
+    """Staff may read; each action needs its permission (access.NEEDS), else 403 naming it."""
+
+    def has_permission(self, request, view):
+        if not super().has_permission(request, view):
+            return False
+        action = view.action
+        if action == "recipients" and getattr(request.accepted_renderer, "format", "") == "csv":
+            action = "export"
+        if action in NEEDS and not may(request.user, action):
+            self.message = refusal(action)
+            return False
+        return True
+
+
+def _by(request) -> Actor:
+    return Actor(request.user, Via.API)
+
+
 def _conflict(exc: DjangoValidationError) -> Response:
     return Response({"detail": exc.messages[0]}, status=status.HTTP_409_CONFLICT)
 
@@ -81,6 +99,7 @@ class BlastViewSet(
 
     queryset = Blast.objects.all()
     serializer_class = BlastSerializer
+    permission_classes = [ActionPermission]
     lookup_value_regex = ID
     pagination_class = Pagination
     filterset_class = BlastFilter
@@ -137,21 +156,23 @@ class BlastViewSet(
     @action(detail=True, methods=["post"])
     def send(self, request, pk=None):
         """Queue the blast; the sender worker sends it (at its scheduled time, or now)."""
-        return self._move(lambda blast: blast_queue(blast=blast), status.HTTP_202_ACCEPTED)
+        return self._move(lambda blast: blast_queue(blast=blast, by=_by(request)), status.HTTP_202_ACCEPTED)
 
     @extend_schema(
         request=None, responses={200: BlastSerializer, 409: OpenApiResponse(description="Not sending.")}
     )
     @action(detail=True, methods=["post"])
     def pause(self, request, pk=None):
-        return self._move(lambda blast: blast_pause(blast=blast, reason=f"Paused by {request.user} (API)."))
+        return self._move(
+            lambda blast: blast_pause(blast=blast, reason=f"Paused by {request.user} (API).", by=_by(request))
+        )
 
     @extend_schema(
         request=None, responses={200: BlastSerializer, 409: OpenApiResponse(description="Not paused.")}
     )
     @action(detail=True, methods=["post"])
     def resume(self, request, pk=None):
-        return self._move(lambda blast: blast_resume(blast=blast))
+        return self._move(lambda blast: blast_resume(blast=blast, by=_by(request)))
 
     @extend_schema(
         request=None, responses={200: BlastSerializer, 409: OpenApiResponse(description="Ended already.")}
@@ -159,7 +180,9 @@ class BlastViewSet(
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         return self._move(
-            lambda blast: blast_cancel(blast=blast, reason=f"Cancelled by {request.user} (API).")
+            lambda blast: blast_cancel(
+                blast=blast, reason=f"Cancelled by {request.user} (API).", by=_by(request)
+            )
         )
 
     @extend_schema(
@@ -176,7 +199,7 @@ class BlastViewSet(
         202 with the check (the one already running, if there is one); follow it in this blast's
         `status_check`. 200 with no check when no sent message is waiting for a status.
         """
-        check = blast_check_statuses(blast=self.get_object(), requested_by=request.user)
+        check = blast_check_statuses(blast=self.get_object(), by=_by(request))
         answer = CheckStatusSerializer({"check": check, "detail": status_check_words(check)}).data
         return Response(answer, status=status.HTTP_202_ACCEPTED if check else status.HTTP_200_OK)
 
@@ -199,11 +222,18 @@ class BlastViewSet(
                 status=Status[data["status"]],
                 message=data["message"],
                 min_age=timedelta(hours=data["min_age_hours"]),
-                created_by=request.user,
+                by=_by(request),
             )
         except DjangoValidationError as exc:
             return Response({"status": exc.messages}, status=status.HTTP_400_BAD_REQUEST)
         return Response(self._with_funnels([follow_up])[0], status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses=AuditSerializer(many=True), filters=False)
+    @action(detail=True, pagination_class=None, filter_backends=[])
+    def audit(self, request, pk=None):
+        """Who did what to this blast, newest first: created, sent, paused, exported, … and automatic pauses."""
+        records = self.get_object().audit.select_related("actor")
+        return Response(AuditSerializer(records, many=True).data)
 
     @extend_schema(responses=MetricsSerializer)
     @action(detail=True)
@@ -245,6 +275,9 @@ class BlastViewSet(
             )
             return Response(recipients.errors, status=status.HTTP_400_BAD_REQUEST)
         if request.accepted_renderer.format == "csv":
+            filters = request.query_params.dict()
+            filters.pop("format", None)
+            recipients_exported(blast=blast, filters=filters, rows=recipients.qs.count(), by=_by(request))
             return recipients_csv_response(recipients.qs, f"blast-{blast.pk}-recipients.csv")
         page = self.paginate_queryset(recipients.qs)
         return self.get_paginated_response(RecipientSerializer(page, many=True).data)
@@ -255,6 +288,7 @@ class RecipientViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
 
     queryset = BlastRecipient.objects.all()
     serializer_class = RecipientSerializer
+    permission_classes = [ActionPermission]
     lookup_value_regex = ID
 
     @extend_schema(responses=HistorySerializer(many=True))
@@ -271,11 +305,8 @@ class RecipientViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         recipient = self.get_object()
         serializer = MarkSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        recipient_advance(
-            recipient=recipient,
-            status=Status[serializer.validated_data["status"]],
-            source=StatusHistory.Source.MANUAL,
-            actor=request.user,
+        recipient_mark(
+            recipient=recipient, status=Status[serializer.validated_data["status"]], by=_by(request)
         )
         recipient.refresh_from_db()
         return Response(RecipientSerializer(recipient).data)

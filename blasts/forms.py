@@ -3,9 +3,9 @@ from datetime import timedelta
 from django import forms
 from django.conf import settings
 
+from .follow_ups import MAX_AGE_HOURS
 from .models import Blast, BlastRecipient, OptOut, validate_placeholders
 from .recipients import ParsedRecipients, normalize_phone, parse_recipients, rows_from_text
-from .services import MAX_AGE_HOURS
 from .statuses import FOLLOW_UP_FROM
 
 CSV_MAX_BYTES = 2 * 1024 * 1024

@@ -58,6 +58,11 @@ class Blast(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        permissions = [  # what each role may do: access.py
+            ("send_blast", "Can send, pause, resume and cancel blasts"),
+            ("export_recipients", "Can export recipients' phone numbers"),
+            ("resolve_unknown", "Can resend or match recipients whose send is unknown"),
+        ]
         indexes = [
             models.Index(fields=["tag"]),
             models.Index(fields=["follow_up_stage"]),
@@ -124,6 +129,7 @@ class BlastRecipient(models.Model):
 
     class Meta:
         ordering = ["id"]
+        permissions = [("mark_blastrecipient", "Can mark recipients replied or closed")]
         constraints = [
             models.UniqueConstraint(fields=["blast", "phone"], name="recipient_unique_phone_per_blast"),
         ]
@@ -327,3 +333,80 @@ class StatusCheck(models.Model):
     def not_checked(self) -> int:
         """Messages the gateway could not answer about, and any the poller lost (once it is finished)."""
         return self.errors + max(self.queued - self.checked, 0)
+
+
+class AuditRecord(models.Model):
+    """Who did what, when and through which interface. Only ever added to (prune_records drops rows
+    older than AUDIT_KEEP_DAYS); no interface changes or deletes one."""
+
+    class Via(models.TextChoices):
+        PAGE = "page", "the pages"
+        API = "api", "the API"
+        ADMIN = "admin", "the admin"
+        COMMAND = "command", "a command"
+        SYSTEM = "system", "the system"
+
+    class Action(models.TextChoices):
+        CREATED = "created", "Created"
+        EDITED = "edited", "Edited"
+        QUEUED = "queued", "Sent"
+        PAUSED = "paused", "Paused"
+        RESUMED = "resumed", "Resumed"
+        CANCELLED = "cancelled", "Cancelled"
+        COMPLETED = "completed", "Completed"
+        RESENT_UNKNOWN = "resent_unknown", "Resent unknown"
+        FOLLOW_UP = "follow_up", "Follow-up created"
+        STATUS_CHECK = "status_check", "Statuses checked"
+        EXPORTED = "exported", "Recipients exported"
+        MARKED = "marked", "Recipient marked"
+        MATCHED = "matched", "Send matched to a message"
+        OPT_OUT_ADDED = "opt_out_added", "Opt-out added"
+        OPT_OUT_REMOVED = "opt_out_removed", "Opt-out removed"
+        DEVICE_CHANGED = "device_changed", "Device changed"
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_name = models.CharField(max_length=150, blank=True, help_text="Kept if the login is deleted.")
+    via = models.CharField(max_length=10, choices=Via.choices)
+    action = models.CharField(max_length=20, choices=Action.choices)
+    blast = models.ForeignKey(Blast, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit")
+    about = models.CharField(max_length=200, blank=True, help_text="What was acted on.")
+    detail = models.JSONField(
+        default=dict, blank=True, help_text="A reason, the filter and rows of an export."
+    )
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        default_permissions = ("view",)
+        indexes = [models.Index(fields=["blast", "at"], name="audit_blast_time")]
+
+    def __str__(self):
+        return (
+            f"{self.at:%Y-%m-%d %H:%M} {self.actor_name or 'system'} {self.get_action_display()} {self.about}"
+        )
+
+
+class Alert(models.Model):
+    """A message to people: a blast paused by itself or completed, or a worker that went quiet. Each
+    event raises one alert (its key); delivery by email and webhook is recorded, failures too."""
+
+    class Kind(models.TextChoices):
+        PAUSED = "paused", "Paused by itself"
+        COMPLETED = "completed", "Completed"
+        WORKER_QUIET = "worker_quiet", "Worker quiet"
+
+    key = models.CharField(max_length=200, unique=True, help_text="One alert per event.")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    blast = models.ForeignKey(Blast, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    text = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True, help_text="Why delivery failed, if it did.")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return self.text.splitlines()[0] if self.text else self.key

@@ -4,9 +4,11 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from .models import Blast, BlastRecipient, StatusCheck, StatusHistory, validate_placeholders
+from .audit import Actor, Via
+from .follow_ups import MAX_AGE_HOURS
+from .models import AuditRecord, Blast, BlastRecipient, StatusCheck, StatusHistory, validate_placeholders
 from .recipients import parse_recipients
-from .services import MAX_AGE_HOURS, blast_create
+from .services import blast_create
 from .statuses import FOLLOW_UP_FROM
 
 Status = BlastRecipient.Status
@@ -82,7 +84,7 @@ class BlastCreateSerializer(serializers.Serializer):
             recipients=validated["recipients"],
             device=validated["device"],
             scheduled_at=validated.get("scheduled_at"),
-            created_by=self.context["request"].user,
+            by=Actor(self.context["request"].user, Via.API),
         )
 
 
@@ -209,3 +211,15 @@ class BlastDetailSerializer(BlastSerializer):
     def get_status_check(self, blast):
         check = blast.status_checks.first()
         return StatusCheckSerializer(check).data if check else None
+
+
+class AuditSerializer(serializers.ModelSerializer):
+    actor = serializers.CharField(source="actor_name", help_text="The login; empty when the system acted.")
+    action = serializers.ChoiceField(choices=AuditRecord.Action.choices)
+    via = serializers.ChoiceField(
+        choices=AuditRecord.Via.choices, help_text="page, api, admin, command or system."
+    )
+
+    class Meta:
+        model = AuditRecord
+        fields = ["id", "at", "actor", "via", "action", "about", "detail"]

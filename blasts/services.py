@@ -1,6 +1,5 @@
 """Every write with a side effect. Views, admin, API, commands and webhooks call these."""
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -10,10 +9,19 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
-from .models import Blast, BlastRecipient, Heartbeat, OptOut, StatusHistory, WebhookEvent
-from .recipients import ParsedRecipients, normalize_phone, parse_recipients
-from .statuses import ACTIVE, BLAST_MOVES, OPEN, STAGE_TIME_FIELDS, can_move
-from .templatetags.blasts_extras import duration
+from .audit import SYSTEM, Actor, Did, audit_record
+from .models import (
+    AuditRecord,
+    Blast,
+    BlastRecipient,
+    Device,
+    Heartbeat,
+    OptOut,
+    StatusHistory,
+    WebhookEvent,
+)
+from .recipients import ParsedRecipients, normalize_phone
+from .statuses import ACTIVE, STAGE_TIME_FIELDS, can_move
 from .text import fit
 
 Status = BlastRecipient.Status
@@ -178,11 +186,12 @@ def blast_create(
     follow_up_stage: str = "Initial",
     scheduled_at: datetime | None = None,
     parent: Blast | None = None,
-    created_by=None,
+    by: Actor = SYSTEM,
 ) -> BlastCreated:
     """Create a draft blast with its recipients, or raise ValidationError and create nothing.
 
-    Recipients start QUEUED; numbers on the opt-out list start SKIPPED, with the reason.
+    Recipients start QUEUED; numbers on the opt-out list start SKIPPED, with the reason. The audit
+    trail says who created it (a follow-up when it has a parent).
     """
     if recipients.errors:
         raise ValidationError({"recipients": recipients.errors})
@@ -193,7 +202,7 @@ def blast_create(
         device=device.strip(),
         scheduled_at=scheduled_at,
         parent=parent,
-        created_by=created_by,
+        created_by=by.user,
     )
     blast.full_clean()
     with transaction.atomic():
@@ -211,175 +220,56 @@ def blast_create(
             recipient_advance(recipient=pk, status=Status.SKIPPED, source=Source.SEND, reason="Opted out")
             for pk in list(opted_out)
         )
-    canaries = sum(row.is_canary for row in rows)
+        canaries = sum(row.is_canary for row in rows)
+        did, about = (Did.FOLLOW_UP, f"follow-up of {parent}") if parent else (Did.CREATED, None)
+        audit_record(by, did, blast=blast, about=about, recipients=len(rows) - canaries, opted_out=skipped)
     return BlastCreated(blast, len(rows) - canaries, recipients.duplicates, skipped, canaries)
 
 
-# What a person may do to a blast in each state: (action, label).
-BLAST_ACTIONS = {
-    Blast.State.DRAFT: [("send", "Send"), ("cancel", "Cancel")],
-    Blast.State.QUEUED: [("pause", "Pause"), ("cancel", "Cancel")],
-    Blast.State.SENDING: [("pause", "Pause"), ("cancel", "Cancel")],
-    Blast.State.PAUSED: [("resume", "Resume"), ("cancel", "Cancel")],
-    Blast.State.COMPLETED: [("resend_unknown", "Resend unknown")],
-}
+def blast_edit(*, blast: Blast, changed: list[str], by: Actor) -> None:
+    """Save a person's edits of a blast's fields (the admin's form) and say which changed."""
+    with transaction.atomic():
+        blast.save()
+        audit_record(by, Did.EDITED, blast=blast, fields=changed)
 
 
-class BlastStateError(ValidationError):
-    """A lifecycle change the blast's state does not allow; its message is for people."""
+def recipient_mark(*, recipient: BlastRecipient, status: Status, by: Actor) -> bool:
+    """A person marks a recipient replied or closed (a sale) through the ledger; False: there already."""
+    with transaction.atomic():
+        changed = recipient_advance(recipient=recipient, status=status, source=Source.MANUAL, actor=by.user)
+        blast = Blast(pk=recipient.blast_id) if isinstance(recipient, BlastRecipient) else None
+        audit_record(by, Did.MARKED, blast=blast, about=recipient, status=status.name, changed=changed)
+    return changed
 
 
-def _states_words(states) -> str:
-    names = [Blast.State(state).label.lower() for state in states]
-    return " or ".join(filter(None, [", ".join(names[:-1]), names[-1]]))
+def recipients_exported(*, blast: Blast, filters: dict, rows: int, by: Actor) -> None:
+    """Someone downloaded recipients' phone numbers: which blast, with which filter, how many rows."""
+    audit_record(by, Did.EXPORTED, blast=blast, filters=filters, rows=rows)
 
 
-def blast_move(*, blast: Blast, to: Blast.State, allowed_from, verb: str, reason: str = "", **fields) -> None:
-    """The only writer of Blast.state: one conditional UPDATE from one of `allowed_from` to `to`.
-
-    Each move must be one statuses.BLAST_MOVES allows. When the blast is in none of `allowed_from`
-    (now, not when it was read) nothing changes and BlastStateError says so, e.g. "Only a paused
-    blast can be resumed; this one is draft."
-    """
-    if any(to not in BLAST_MOVES[state] for state in allowed_from):
-        raise ValueError(f"no blast moves from {allowed_from} to {to}")
-    changes = {"state": to, "state_reason": fit(Blast, "state_reason", reason), **fields}
-    if Blast.objects.filter(pk=blast.pk, state__in=allowed_from).update(**changes):
-        for name, value in changes.items():  # plain values: the row now holds exactly these
-            setattr(blast, name, value)
-        return
-    blast.refresh_from_db()  # to say what it is now
-    raise BlastStateError(
-        f"Only a {_states_words(allowed_from)} blast can be {verb}; "
-        f"this one is {blast.get_state_display().lower()}."
-    )
-
-
-def blast_queue(*, blast: Blast) -> None:
-    """Hand a draft blast to the senders; they send it at its scheduled time, or now."""
-    if not blast.recipients.filter(is_canary=False).exists():
-        raise ValidationError("The blast has no recipients.")
-    blast_move(blast=blast, to=Blast.State.QUEUED, allowed_from=[Blast.State.DRAFT], verb="sent")
-
-
-def blast_start(*, blast: Blast) -> None:
-    """A sender's first send of a queued blast (again after a resume): started_at is when this run began,
-    and the delivery-health breaker judges only the sends made since."""
-    blast_move(
-        blast=blast, to=Blast.State.SENDING, allowed_from=[Blast.State.QUEUED], verb="started",
-        started_at=timezone.now(),
-    )  # fmt: skip
-
-
-def blast_pause(*, blast: Blast, reason: str = "Paused by a person.") -> None:
-    """Stop sending after the message in flight; resume picks up where it stopped."""
-    blast_move(blast=blast, to=Blast.State.PAUSED, allowed_from=ACTIVE, verb="paused", reason=reason)
-
-
-def blast_resume(*, blast: Blast) -> None:
-    """Send the rest. Only queued recipients are ever sent, so nothing goes out twice."""
-    fields = {"failure_streak": 0, "failure_kind": ""}
-    if blast.scheduled_at and blast.scheduled_at < timezone.now():
-        fields["scheduled_at"] = None  # a person confirmed a late scheduled blast: send now
-    blast_move(
-        blast=blast, to=Blast.State.QUEUED, allowed_from=[Blast.State.PAUSED], verb="resumed", **fields
-    )
-
-
-def blast_cancel(*, blast: Blast, reason: str = "Cancelled by a person.") -> None:
-    """Stop for good: recipients not sent yet stay unsent."""
-    blast_move(
-        blast=blast, to=Blast.State.CANCELLED, allowed_from=OPEN, verb="cancelled", reason=reason,
-        finished_at=timezone.now(),
-    )  # fmt: skip
-
-
-def blast_complete(*, blast: Blast, now: datetime | None = None) -> None:
-    """Nothing is left to send (queued or in flight): the blast is done."""
-    blast_move(
-        blast=blast,
-        to=Blast.State.COMPLETED,
-        allowed_from=ACTIVE,
-        verb="completed",
-        finished_at=now or timezone.now(),
-    )
-
-
-def blast_resend_unknown(*, blast: Blast, actor=None) -> int:
-    """An operator's explicit choice: queue again the recipients whose send outcome is unknown.
-
-    Some of them may have received the message already; that is why this never happens by itself.
-    """
-    if blast.state == Blast.State.CANCELLED:
-        raise BlastStateError("A cancelled blast cannot be resent.")
-    unknown = blast.recipients.filter(status=Status.UNKNOWN).values_list("pk", flat=True)
-    queued = sum(
-        recipient_advance(
-            recipient=pk,
-            status=Status.QUEUED,
-            source=Source.MANUAL,
-            actor=actor,
-            reason="Resent by an operator",
-            also={"next_attempt_at": None},
+def opt_out_add(*, phone: str, reason: str, by: Actor) -> OptOut:
+    """Put a number on the opt-out list: every later blast skips it."""
+    with transaction.atomic():
+        opt_out, created = OptOut.objects.get_or_create(
+            phone=phone, defaults={"reason": fit(OptOut, "reason", reason)}
         )
-        for pk in list(unknown)
-    )
-    if not queued:
-        raise BlastStateError("No recipient of this blast has an unknown outcome: nothing to resend.")
-    if blast.state == Blast.State.COMPLETED:
-        blast_move(
-            blast=blast,
-            to=Blast.State.QUEUED,
-            allowed_from=[Blast.State.COMPLETED],
-            verb="resent",
-            finished_at=None,
-        )
-    return queued
+        if created:  # a second STOP from the same number changes nothing
+            audit_record(by, Did.OPT_OUT_ADDED, about=phone, reason=reason)
+    return opt_out
 
 
-def next_follow_up_stage(stage: str) -> str:
-    """'Initial' -> 'Follow-up 1' -> 'Follow-up 2' ...; anything else gets ' follow-up' added."""
-    match = re.fullmatch(r"Follow-up (\d+)", stage.strip())
-    if match:
-        return f"Follow-up {int(match.group(1)) + 1}"
-    return "Follow-up 1" if stage.strip().lower() == "initial" else f"{stage.strip()} follow-up"[:50]
+def opt_out_remove(*, opt_out: OptOut, by: Actor) -> None:
+    """Take a number off the opt-out list: later blasts may message it again."""
+    with transaction.atomic():
+        opt_out.delete()
+        audit_record(by, Did.OPT_OUT_REMOVED, about=opt_out.phone)
 
 
-MAX_AGE_HOURS = 24 * 90  # the oldest "standing there for at least" a follow-up may ask for
-
-
-def follow_up_audience(parent: Blast, status: Status, min_age: timedelta = timedelta(0)):
-    """One funnel cell of the parent: its recipients now at `status`, standing there for at least `min_age`."""
-    audience = parent.recipients.filter(status=status, is_canary=False)
-    if min_age:
-        audience = audience.filter(status_changed_at__lte=timezone.now() - min_age)
-    return audience
-
-
-def blast_create_follow_up(
-    *, parent: Blast, status: Status, message: str, min_age: timedelta = timedelta(0), created_by=None
-) -> Blast:
-    """A draft follow-up to one funnel cell of the parent (see follow_up_audience), on the next stage."""
-    audience = follow_up_audience(parent, status, min_age)
-    rows = [
-        (f"Recipient {pk}", phone, name) for pk, phone, name in audience.values_list("pk", "phone", "name")
-    ]
-    if not rows:
-        at = (
-            f"has been at {status.label.lower()} for {duration(min_age)} or more"
-            if min_age
-            else f"is at {status.label.lower()} now"
-        )
-        raise ValidationError(f"No recipient of this blast {at}.")
-    return blast_create(
-        tag=parent.tag,
-        follow_up_stage=next_follow_up_stage(parent.follow_up_stage),
-        message=message,
-        recipients=parse_recipients(rows),
-        device=parent.device,
-        parent=parent,
-        created_by=created_by,
-    ).blast
+def device_change(*, device: Device, changed: list[str], by: Actor) -> None:
+    """Save a person's change of a device's pacing or label."""
+    with transaction.atomic():
+        device.save()
+        audit_record(by, Did.DEVICE_CHANGED, about=device, fields=changed)
 
 
 def worker_heartbeat(*, role: str, name: str, note: str = "") -> None:
@@ -393,17 +283,20 @@ def worker_heartbeat(*, role: str, name: str, note: str = "") -> None:
 
 
 def records_prune(*, older_than: timedelta, batch: int = 5000) -> dict[str, int]:
-    """Delete raw webhook events and status history older than `older_than`; return how many of each.
+    """Delete raw webhook events and status history older than `older_than`, and audit rows older than
+    AUDIT_KEEP_DAYS; return how many of each.
 
     Funnel counts never change: they are read from each recipient's current status and stage times,
     not from history. Events still waiting for their send are kept, whatever their age.
     """
     cutoff = timezone.now() - older_than
+    audit_cutoff = timezone.now() - timedelta(days=settings.AUDIT_KEEP_DAYS)
     old = {
         "webhook events": WebhookEvent.objects.filter(received_at__lt=cutoff).exclude(
             state=WebhookEvent.State.WAITING
         ),
         "history rows": StatusHistory.objects.filter(recorded_at__lt=cutoff),
+        "audit rows": AuditRecord.objects.filter(at__lt=audit_cutoff),
     }
     deleted = dict.fromkeys(old, 0)
     for name, rows in old.items():

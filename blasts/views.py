@@ -15,10 +15,21 @@ from django.views.decorators.http import require_GET
 from django.views.generic import DetailView, FormView, TemplateView, View
 from django_filters.views import FilterView
 
+from .access import allowed, may, require
+from .audit import Actor, Via
 from .filters import BlastFilter, RecipientFilter
+from .follow_ups import blast_create_follow_up
 from .forms import BlastCreateForm, CompareForm, FollowUpForm
 from .gateway.client import MESSAGE_ID_MAX_LENGTH
-from .models import Blast, BlastRecipient, Heartbeat
+from .lifecycle import (
+    BLAST_ACTIONS,
+    blast_cancel,
+    blast_pause,
+    blast_queue,
+    blast_resend_unknown,
+    blast_resume,
+)
+from .models import Alert, Blast, BlastRecipient, Heartbeat
 from .recipients import message_render
 from .reporting.compare import blast_sequence, comparable_choices, comparable_funnel, funnels_compare
 from .reporting.exports import recipients_csv_response
@@ -32,16 +43,7 @@ from .reporting.funnels import (
 from .reporting.timing import blast_read_split, blast_reply_curve, blast_timings, blasts_timings_by_stage
 from .selectors import blast_canaries, blast_progress, blast_stuck, workers_status
 from .sending.pacing import device_finish_time
-from .services import (
-    BLAST_ACTIONS,
-    blast_cancel,
-    blast_create,
-    blast_create_follow_up,
-    blast_pause,
-    blast_queue,
-    blast_resend_unknown,
-    blast_resume,
-)
+from .services import blast_create, recipients_exported
 from .statuses import ACTIVE
 from .tracking.events import recipient_match_message_id
 from .tracking.polling import CHECK_QUIET_AFTER, blast_check_statuses, status_check_words
@@ -60,8 +62,21 @@ def healthz(request):
 
 
 class StaffOnly(LoginRequiredMixin, UserPassesTestMixin):
+    """Looking is for every staff login; `action`, when set, is what else the page needs (access.NEEDS)."""
+
+    action = ""
+
     def test_func(self):
         return self.request.user.is_staff
+
+    def dispatch(self, request, *args, **kwargs):
+        if self.action and request.user.is_authenticated and request.user.is_staff:
+            require(request.user, self.action)  # 403 naming the missing permission
+        return super().dispatch(request, *args, **kwargs)
+
+
+def _by(request) -> Actor:
+    return Actor(request.user, Via.PAGE)
 
 
 class StatusView(StaffOnly, TemplateView):
@@ -77,6 +92,9 @@ class StatusView(StaffOnly, TemplateView):
             "senders": [w for w in workers if w["heartbeat"].role == Heartbeat.Role.SENDER],
             "pollers": [w for w in workers if w["heartbeat"].role == Heartbeat.Role.POLLER],
             "waiting": Blast.objects.filter(state__in=ACTIVE).count(),
+            "alerts": Alert.objects.select_related("blast")[:20],
+            "alert_emails": settings.ALERT_EMAILS,
+            "alert_webhook": bool(settings.ALERT_WEBHOOK_URL),
         }
 
 
@@ -131,7 +149,7 @@ def _refresh_seconds(blast: Blast, checking: bool) -> int | None:
     return None
 
 
-def _live_context(blast: Blast) -> dict:
+def _live_context(blast: Blast, user) -> dict:
     check = blast.status_checks.first()  # the latest
     running = check is not None and check.finished_at is None
     quiet = timezone.now() - (check.last_checked_at or check.requested_at) if running else None
@@ -144,7 +162,9 @@ def _live_context(blast: Blast) -> dict:
         "check_quiet": quiet if quiet and quiet > CHECK_QUIET_AFTER else None,
         "unmatched": blast_unmatched(blast),
         "refresh": _refresh_seconds(blast, checking=running),
-        "actions": [*BLAST_ACTIONS.get(blast.state, []), ("check_status", "Check statuses now")],
+        "actions": allowed(
+            user, [*BLAST_ACTIONS.get(blast.state, []), ("check_status", "Check statuses now")]
+        ),
     }
 
 
@@ -158,7 +178,7 @@ class BlastDetailView(StaffOnly, DetailView):
         recipients = RecipientFilter(self.request.GET, queryset=self.object.recipients.order_by("id"))
         page = Paginator(recipients.qs if recipients.is_valid() else BlastRecipient.objects.none(), 50)
         context.update(
-            _live_context(self.object),
+            _live_context(self.object, self.request.user),
             recipients=recipients,
             page=page.get_page(self.request.GET.get("page")),
             follow_up_form=FollowUpForm(initial={"status": self.request.GET.get("follow_up", "READ_ACK")}),
@@ -167,6 +187,8 @@ class BlastDetailView(StaffOnly, DetailView):
             read_split=blast_read_split(self.object.pk),
             canaries=blast_canaries(self.object.pk),
             in_sequence=self.object.parent_id is not None or self.object.follow_ups.exists(),
+            audit=self.object.audit.all()[:50],
+            blast_str=str(self.object),
         )
         return context
 
@@ -204,7 +226,7 @@ class BlastLiveView(StaffOnly, DetailView):
     template_name = "blasts/_blast_live.html"
 
     def get_context_data(self, **kwargs):
-        return {**super().get_context_data(**kwargs), **_live_context(self.object)}
+        return {**super().get_context_data(**kwargs), **_live_context(self.object, self.request.user)}
 
 
 class RecipientDetailView(StaffOnly, DetailView):
@@ -217,19 +239,22 @@ class RecipientDetailView(StaffOnly, DetailView):
         return BlastRecipient.objects.filter(blast_id=self.kwargs["blast_pk"]).select_related("blast")
 
     def get_context_data(self, **kwargs):
-        return {**super().get_context_data(**kwargs), "match_choices": recipient_match_choices(self.object)}
+        return {
+            **super().get_context_data(**kwargs),
+            "match_choices": recipient_match_choices(self.object) if may(self.request.user, "match") else [],
+        }
 
 
 class RecipientMatchView(StaffOnly, View):
     """An operator matches a send whose message id we never learnt to acks waiting under one id."""
 
+    action = "match"
+
     def post(self, request, blast_pk, pk):
         recipient = get_object_or_404(BlastRecipient, blast_id=blast_pk, pk=pk)
         message_id = request.POST.get("message_id", "")[:MESSAGE_ID_MAX_LENGTH]
         try:
-            applied = recipient_match_message_id(
-                recipient=recipient, message_id=message_id, actor=request.user
-            )
+            applied = recipient_match_message_id(recipient=recipient, message_id=message_id, by=_by(request))
         except ValidationError as exc:
             messages.error(request, exc.messages[0])
         else:
@@ -242,6 +267,7 @@ class BlastCreatePageView(StaffOnly, FormView):
 
     form_class = BlastCreateForm
     template_name = "blasts/blast_form.html"
+    action = "create"
 
     def form_valid(self, form):
         fields = {name: form.cleaned_data[name] for name in BlastCreateForm.Meta.fields}
@@ -260,7 +286,7 @@ class BlastCreatePageView(StaffOnly, FormView):
                     parsed=form.parsed,
                 )
             )
-        created = blast_create(**fields, recipients=form.parsed, created_by=self.request.user)
+        created = blast_create(**fields, recipients=form.parsed, by=_by(self.request))
         messages.success(
             self.request,
             f"{created.created} recipients added, {created.duplicates} duplicates dropped, "
@@ -270,11 +296,14 @@ class BlastCreatePageView(StaffOnly, FormView):
 
 
 ACTIONS = {
-    "send": (lambda blast, user: blast_queue(blast=blast), "Queued: the sender sends it now."),
-    "pause": (lambda blast, user: blast_pause(blast=blast, reason=f"Paused by {user}."), "Paused."),
-    "resume": (lambda blast, user: blast_resume(blast=blast), "Resumed."),
-    "cancel": (lambda blast, user: blast_cancel(blast=blast, reason=f"Cancelled by {user}."), "Cancelled."),
-    "resend_unknown": (lambda blast, user: blast_resend_unknown(blast=blast, actor=user), "Requeued."),
+    "send": (lambda blast, by: blast_queue(blast=blast, by=by), "Queued: the sender sends it now."),
+    "pause": (lambda blast, by: blast_pause(blast=blast, reason=f"Paused by {by}.", by=by), "Paused."),
+    "resume": (lambda blast, by: blast_resume(blast=blast, by=by), "Resumed."),
+    "cancel": (
+        lambda blast, by: blast_cancel(blast=blast, reason=f"Cancelled by {by}.", by=by),
+        "Cancelled.",
+    ),
+    "resend_unknown": (lambda blast, by: blast_resend_unknown(blast=blast, by=by), "Requeued."),
 }
 
 
@@ -283,16 +312,17 @@ class BlastActionView(StaffOnly, View):
 
     def post(self, request, pk, name):
         blast = get_object_or_404(Blast, pk=pk)
-        if name == "check_status":  # the poller asks the gateway; this request only marks the messages
-            check = blast_check_statuses(blast=blast, requested_by=request.user)
-            (messages.success if check else messages.info)(request, status_check_words(check))
-            return redirect("blast-detail", blast.pk)
-        if name not in ACTIONS:
+        if name != "check_status" and name not in ACTIONS:
             messages.error(request, "That is not an action.")
+            return redirect("blast-detail", blast.pk)
+        require(request.user, name)
+        if name == "check_status":  # the poller asks the gateway; this request only marks the messages
+            check = blast_check_statuses(blast=blast, by=_by(request))
+            (messages.success if check else messages.info)(request, status_check_words(check))
             return redirect("blast-detail", blast.pk)
         service, done = ACTIONS[name]
         try:
-            service(blast, request.user)
+            service(blast, _by(request))
             messages.success(request, done)
         except ValidationError as exc:
             messages.error(request, exc.messages[0])
@@ -301,6 +331,8 @@ class BlastActionView(StaffOnly, View):
 
 class FollowUpCreateView(StaffOnly, View):
     """A follow-up blast for one funnel cell (a status, for at least an age), as a draft to review and send."""
+
+    action = "follow_up"
 
     def post(self, request, pk):
         parent = get_object_or_404(Blast, pk=pk)
@@ -315,7 +347,7 @@ class FollowUpCreateView(StaffOnly, View):
                 status=BlastRecipient.Status[form.cleaned_data["status"]],
                 message=form.cleaned_data["message"],
                 min_age=form.cleaned_data["min_age_hours"],
-                created_by=request.user,
+                by=_by(request),
             )
         except ValidationError as exc:
             messages.error(request, exc.messages[0])
@@ -330,8 +362,11 @@ class FollowUpCreateView(StaffOnly, View):
 class BlastRecipientsCsvView(StaffOnly, View):
     """The blast's recipients as a CSV file, with the page's recipient filters."""
 
+    action = "export"
+
     def get(self, request, pk):
         blast = get_object_or_404(Blast, pk=pk)
         recipients = RecipientFilter(request.GET, queryset=blast.recipients.order_by("id"))
         rows = recipients.qs if recipients.is_valid() else blast.recipients.none()
+        recipients_exported(blast=blast, filters=request.GET.dict(), rows=rows.count(), by=_by(request))
         return recipients_csv_response(rows, f"blast-{blast.pk}-recipients.csv")

@@ -58,8 +58,9 @@ def _secrets() -> tuple[tuple[str, ...], re.Pattern]:
 
     if settings.configured:
         values = [settings.SECRET_KEY, settings.WSAPME_TOKEN, *settings.WSAPME_WEBHOOK_SECRETS]
+        values += [settings.ALERT_WEBHOOK_URL, settings.EMAIL_HOST_PASSWORD or ""]
     else:  # gunicorn's master logs before Django is set up; settings.py strips the list the same way
-        values = [os.environ.get("SECRET_KEY", ""), os.environ.get("WSAPME_TOKEN", "")]
+        values = [os.environ.get(name, "") for name in ("SECRET_KEY", "WSAPME_TOKEN", "ALERT_WEBHOOK_URL")]
         values += [s.strip() for s in os.environ.get("WSAPME_WEBHOOK_SECRETS", "").split(",")]
     # Longest first, so a secret that begins another never leaves the other's tail behind.
     secrets = tuple(sorted({v for v in values if len(v) >= 8}, key=len, reverse=True))

@@ -113,6 +113,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "blasts.context_processors.gateway",
+                "blasts.context_processors.access",
             ],
         },
     },
@@ -287,3 +288,11 @@ OPT_OUT_WORDS = env.list(
 UNKNOWN_MATCH_MINUTES = env.float("UNKNOWN_MATCH_MINUTES", default=30.0)
 POLL_CONCURRENCY = env.int("POLL_CONCURRENCY", default=4)
 POLL_RATE_PER_SECOND = env.float("POLL_RATE_PER_SECOND", default=10.0)
+
+# Team access: the audit trail is kept this long by prune_records; alerts go by email (to the blast's
+# creator and ALERT_EMAILS) and to ALERT_WEBHOOK_URL (Slack or Google Chat incoming webhook, a secret).
+AUDIT_KEEP_DAYS = env.int("AUDIT_KEEP_DAYS", default=730)
+ALERT_EMAILS = [address.strip() for address in env.list("ALERT_EMAILS", default=[]) if address.strip()]
+ALERT_WEBHOOK_URL = env.str("ALERT_WEBHOOK_URL", default="")
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))  # EMAIL_BACKEND, EMAIL_HOST, ...
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="blasts@localhost")

@@ -8,11 +8,8 @@ from contextlib import suppress
 from django.db.models import Case, F, Value, When
 
 from ..gateway.client import FailureKind, SendResult
+from ..lifecycle import BlastStateError, blast_pause
 from ..models import Blast, BlastRecipient, StatusHistory
-from ..services import (
-    BlastStateError,
-    blast_pause,
-)
 
 Status = BlastRecipient.Status
 Source = StatusHistory.Source

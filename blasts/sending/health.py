@@ -13,8 +13,8 @@ from django.conf import settings
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
+from ..lifecycle import BlastStateError, blast_pause
 from ..models import Blast, BlastRecipient
-from ..services import BlastStateError, blast_pause
 from ..statuses import ACTIVE
 from ..templatetags.blasts_extras import duration
 

@@ -25,13 +25,9 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from ..gateway.client import Outcome, SendResult
+from ..lifecycle import BlastStateError, blast_complete, blast_pause
 from ..models import Blast, BlastRecipient, StatusHistory
-from ..services import (
-    BlastStateError,
-    blast_complete,
-    blast_pause,
-    recipient_advance,
-)
+from ..services import recipient_advance
 from ..statuses import ACTIVE
 from ..tracking.events import webhook_events_apply_waiting
 from ..tracking.polling import poll_after

@@ -22,16 +22,13 @@ from django.utils import timezone
 
 from blastsite.logs import log_event
 
+from ..alerts import workers_alert_quiet
+from ..audit import Actor
 from ..gateway.client import WsapmeClient
+from ..lifecycle import BlastStateError, blast_queue, blast_start
 from ..models import Blast, BlastRecipient, Device, Heartbeat, OptOut, StatusHistory, WebhookEvent
 from ..recipients import message_render
-from ..services import (
-    BlastStateError,
-    blast_queue,
-    blast_start,
-    recipient_advance,
-    worker_heartbeat,
-)
+from ..services import recipient_advance, worker_heartbeat
 from ..statuses import ACTIVE
 from ..threads import run_in_threads
 from ..tracking.events import webhook_events_apply_waiting
@@ -94,6 +91,7 @@ class Sender:
             if self.housekept_at is None or now - self.housekept_at >= HOUSEKEEPING_EVERY:
                 recipients_reap_lost_sends(now=now)
                 blasts_hold_stale(now=now)
+                workers_alert_quiet(now=now)  # the poller gone quiet: tell people
                 # A sender killed between a send's outcome and its batch's end left replies waiting.
                 webhook_events_apply_waiting(kind=WebhookEvent.Kind.REPLY)
                 self.housekept_at = now
@@ -254,13 +252,13 @@ def send_due(
     return sum(run_in_threads(lambda: Sender(**senders).run(loop=loop), concurrency), Counter())
 
 
-def blast_prepare_send(blast_id: int) -> Blast:
+def blast_prepare_send(blast_id: int, by: Actor) -> Blast:
     """The blast `send_blast` sends in the foreground: queued now if it is a draft."""
     blast = Blast.objects.filter(pk=blast_id).first()
     if blast is None:
         raise ValidationError(f"There is no blast {blast_id}.")
     if blast.state == Blast.State.DRAFT:
-        blast_queue(blast=blast)
+        blast_queue(blast=blast, by=by)
     elif blast.state not in ACTIVE:
         why = f" ({blast.state_reason})" if blast.state_reason else ""
         raise ValidationError(

@@ -15,8 +15,9 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from blasts.gateway.client import get_client
+from blasts.lifecycle import blast_queue
 from blasts.models import Blast, BlastRecipient, OptOut, StatusHistory
-from blasts.services import blast_queue, recipient_advance
+from blasts.services import recipient_advance
 from blasts.tracking.polling import NOTHING_TO_CHECK, poll_due
 
 from .conftest import make_blast

@@ -22,8 +22,9 @@ from hypothesis import strategies as st
 from rest_framework.authtoken.models import Token
 from schemathesis import GenerationMode
 
+from blasts.lifecycle import blast_queue
 from blasts.models import Blast, BlastRecipient, StatusHistory
-from blasts.services import blast_queue, recipient_advance
+from blasts.services import recipient_advance
 from blastsite.wsgi import application
 
 from .conftest import make_blast

@@ -10,6 +10,7 @@ from django.utils import timezone
 from blasts.gateway.client import get_client
 from blasts.gateway.sandbox import Sandbox
 from blasts.gateway.sandbox_messages import SandboxConfig
+from blasts.lifecycle import blast_queue, blast_resume
 from blasts.models import Blast, BlastRecipient
 from blasts.sending import health
 from blasts.sending.health import (
@@ -19,7 +20,6 @@ from blasts.sending.health import (
     delivery_health_problem,
 )
 from blasts.sending.worker import send_due
-from blasts.services import blast_queue, blast_resume
 
 from .conftest import make_blast
 

@@ -6,11 +6,12 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.urls import reverse
 
+from blasts.follow_ups import blast_create_follow_up
+from blasts.lifecycle import blast_queue
 from blasts.models import BlastRecipient
 from blasts.reporting.funnels import blast_funnel
 from blasts.reporting.timing import blast_timings
 from blasts.selectors import blast_stuck
-from blasts.services import blast_create_follow_up, blast_queue
 
 from .conftest import make_blast
 from .test_follow_ups import at

@@ -7,10 +7,10 @@ import pytest
 from django.test import Client
 
 from blasts.gateway.client import get_client
+from blasts.lifecycle import blast_queue
 from blasts.models import BlastRecipient, OptOut, StatusHistory, WebhookEvent
 from blasts.reporting.funnels import blast_funnel
 from blasts.sending.worker import send_due
-from blasts.services import blast_queue
 
 from .conftest import make_blast
 

@@ -6,10 +6,11 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from blasts.follow_ups import follow_up_audience
 from blasts.models import Blast, BlastRecipient, StatusHistory
 from blasts.reporting.compare import blast_sequence
 from blasts.reporting.timing import blasts_timings_by_stage
-from blasts.services import follow_up_audience, recipient_advance
+from blasts.services import recipient_advance
 
 from .conftest import make_blast
 

@@ -15,10 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blasts.gateway.client import get_client
+from blasts.lifecycle import blast_queue
 from blasts.models import Blast, BlastRecipient, OptOut, StatusHistory, WebhookEvent
 from blasts.sending.ledger import recipients_reap_lost_sends
 from blasts.sending.worker import send_due
-from blasts.services import blast_queue, recipient_advance
+from blasts.services import recipient_advance
 from blasts.tracking.events import webhook_events_apply_waiting
 
 from .conftest import make_blast, new_phone

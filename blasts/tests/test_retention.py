@@ -48,7 +48,7 @@ def test_pruning_deletes_old_events_and_history_and_no_funnel_count_changes(db):
     out = io.StringIO()
     call_command("prune_records", "--days", "90", stdout=out)
 
-    assert out.getvalue().strip() == "2 webhook events, 8 history rows deleted"
+    assert out.getvalue().strip() == "2 webhook events, 8 history rows, 0 audit rows deleted"
     assert figures() == before
     assert StatusHistory.objects.count() == kept_history
     assert set(WebhookEvent.objects.values_list("state", flat=True)) == {"waiting", "applied"}  # the new one

@@ -13,11 +13,12 @@ from django.test import Client
 from django.urls import reverse
 
 from blasts import selectors
+from blasts.lifecycle import blast_move, blast_queue
 from blasts.models import Blast, BlastRecipient, Device, StatusHistory
 from blasts.reporting import compare, funnels, timing
 from blasts.reporting.funnels import blasts_daily
 from blasts.sending.ledger import _backoff
-from blasts.services import blast_move, blast_queue, recipient_advance
+from blasts.services import recipient_advance
 from blasts.statuses import BLAST_MOVES, OPEN
 from blasts.tracking import unmatched
 
@@ -175,7 +176,9 @@ def test_every_blast_state_has_its_moves_and_the_groups_derive_from_them():
 def test_a_move_the_rule_does_not_have_is_a_programming_error(db):
     blast = make_blast(1)
     with pytest.raises(ValueError, match="no blast moves"):
-        blast_move(blast=blast, to=Blast.State.SENDING, allowed_from=[Blast.State.DRAFT], verb="started")
+        blast_move(
+            blast=blast, to=Blast.State.SENDING, allowed_from=[Blast.State.DRAFT], verb="started", did=None
+        )
     blast.refresh_from_db()
     assert blast.state == Blast.State.DRAFT
 

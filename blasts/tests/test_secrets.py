@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from blasts.gateway.client import get_client
 from blasts.gateway.sandbox import Sandbox
 from blasts.gateway.sandbox_messages import SandboxConfig
+from blasts.lifecycle import blast_queue
 from blasts.models import Blast, BlastRecipient, StatusHistory
 from blasts.sending.worker import send_due
-from blasts.services import blast_queue
 from blastsite import logs
 from blastsite.logs import JsonFormatter, PlainFormatter, redact
 

@@ -13,19 +13,14 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from blasts.audit import Actor, Via
 from blasts.gateway.client import get_client
+from blasts.lifecycle import blast_cancel, blast_pause, blast_queue, blast_resend_unknown, blast_resume
 from blasts.models import Blast, BlastRecipient, OptOut, StatusHistory
 from blasts.selectors import blast_eta
 from blasts.sending import ledger, worker
 from blasts.sending.worker import send_due
-from blasts.services import (
-    blast_cancel,
-    blast_pause,
-    blast_queue,
-    blast_resend_unknown,
-    blast_resume,
-    recipient_advance,
-)
+from blasts.services import recipient_advance
 
 from .conftest import make_blast
 
@@ -316,7 +311,7 @@ def test_resending_unknown_recipients_is_an_explicit_operator_action(gateway, ad
     fault(gateway, "drop_response")
     send(blast)
 
-    assert blast_resend_unknown(blast=Blast.objects.get(pk=blast.pk), actor=admin_user) == 1
+    assert blast_resend_unknown(blast=Blast.objects.get(pk=blast.pk), by=Actor(admin_user, Via.ADMIN)) == 1
     assert send(blast)["sent"] == 1
 
     assert statuses(blast) == [Status.PENDING, Status.PENDING]
@@ -449,7 +444,7 @@ def test_send_blasts_sends_everything_due_and_exits(gateway):
 
 
 def test_a_follow_ups_membership_is_checked_again_right_before_each_send(gateway, admin_user):
-    from blasts.services import blast_create_follow_up
+    from blasts.follow_ups import blast_create_follow_up
 
     parent = queued_blast(4)
     send(parent)
@@ -478,7 +473,7 @@ def test_a_follow_ups_membership_is_checked_again_right_before_each_send(gateway
 
 
 def test_the_frequency_cap_skips_numbers_messaged_recently_except_for_a_follow_up(gateway, settings):
-    from blasts.services import blast_create_follow_up
+    from blasts.follow_ups import blast_create_follow_up
 
     settings.FREQUENCY_CAP_DAYS = 3
     first = queued_blast(2)
@@ -533,11 +528,11 @@ def test_the_claim_walks_the_queued_order_index(db):
 def test_a_send_costs_four_statements_plus_a_share_of_its_batch(db, settings):
     # Per message: the recipient (with its opt-out), the device, SENDING and PENDING (each one
     # statement on PostgreSQL): 4. Once per run or batch (a test's transaction turns BEGIN/COMMIT
-    # into SAVEPOINT/RELEASE): housekeeping 3 (lost sends, stale blasts, replies left waiting), the
-    # claim 4, the device row made 3, the blast started 1, the delivery-health check 2, the look for
-    # acks that beat the sends and replies that came during them 1, and at the end the empty claim 3,
-    # completion 2 (the finished blasts, then each one's move through blast_move) and the next-due
-    # check 1: 20.
+    # into SAVEPOINT/RELEASE): housekeeping 4 (lost sends, stale blasts, quiet workers, replies left
+    # waiting), the claim 4, the device row made 3, the blast started 1, the delivery-health check 2,
+    # the look for acks that beat the sends and replies that came during them 1, and at the end the
+    # empty claim 3, completion 8 (the finished blasts; each one's move and its audit row in one
+    # transaction, 4; its alert, 3) and the next-due check 1: 27.
     settings.WSAPME_BASE_URL, settings.WSAPME_TOKEN, settings.WSAPME_SANDBOX = (
         "https://wsapme.test",
         "t0k",
@@ -558,4 +553,4 @@ def test_a_send_costs_four_statements_plus_a_share_of_its_batch(db, settings):
     with responses.RequestsMock() as mock, CaptureQueriesContext(connection) as queries:
         mock.add_callback(responses.POST, "https://wsapme.test/v1/sendMessage2", callback=gateway)
         assert send(blast)["sent"] == 10
-    assert len(queries) == 4 * 10 + 20, "\n".join(q["sql"][:80] for q in queries)
+    assert len(queries) == 4 * 10 + 27, "\n".join(q["sql"][:80] for q in queries)

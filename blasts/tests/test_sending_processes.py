@@ -20,8 +20,8 @@ import requests
 from django.conf import settings
 from django.db import connection
 
+from blasts.lifecycle import blast_queue
 from blasts.models import Blast, BlastRecipient
-from blasts.services import blast_queue
 
 from .conftest import make_blast
 

@@ -16,9 +16,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from blasts.gateway.client import get_client
+from blasts.lifecycle import blast_queue
 from blasts.models import BlastRecipient, OptOut, StatusHistory, WebhookEvent
 from blasts.sending.worker import send_due
-from blasts.services import blast_queue, recipient_advance
+from blasts.services import recipient_advance
 
 from .conftest import make_blast
 from .test_slow_clients import gunicorn

@@ -26,9 +26,10 @@ from django.utils import timezone
 
 from blastsite.logs import log_event
 
+from ..audit import SYSTEM, Actor, Did, audit_record
 from ..gateway.payloads import ReplyEvent, StatusEvent, parse_event
 from ..models import BlastRecipient, OptOut, StatusHistory, WebhookEvent
-from ..services import recipient_advance
+from ..services import opt_out_add, recipient_advance
 from ..statuses import status_from_gateway
 from ..text import fit
 
@@ -218,7 +219,7 @@ def _apply_reply(record: WebhookEvent, event: ReplyEvent) -> None:
     record.note = ""
     if _is_opt_out(event.text):
         reason = fit(OptOut, "reason", f"Replied {event.text[:40]!r}")
-        OptOut.objects.get_or_create(phone=event.phone, defaults={"reason": reason})
+        opt_out_add(phone=event.phone, reason=reason, by=SYSTEM)
         record.note = "The number opted out."
     recipient = _reply_recipient(event)
     record.recipient = recipient
@@ -291,7 +292,7 @@ def webhook_events_apply_waiting(
     return found
 
 
-def recipient_match_message_id(*, recipient: BlastRecipient, message_id: str, actor) -> int:
+def recipient_match_message_id(*, recipient: BlastRecipient, message_id: str, by: Actor) -> int:
     """An operator's match of a send whose message id we never learnt to the id of acks waiting for
     one (flat acks name no number, so no rule can match them); the acks then go through the ledger.
     Returns how many of them were applied; raises ValidationError with a message for people."""
@@ -305,9 +306,9 @@ def recipient_match_message_id(*, recipient: BlastRecipient, message_id: str, ac
     if not recipient_adopt_message_id(recipient=recipient, message_id=message_id):
         raise ValidationError("This send got a message id meanwhile.")
     applied = webhook_events_apply_waiting(message_ids=[message_id])
-    acks.filter(recipient=recipient).update(note=fit(WebhookEvent, "note", f"Matched by hand by {actor}."))
-    log_event(log, "match", blast=recipient.blast_id, recipient=recipient.pk, message=message_id, actor=actor)
+    acks.filter(recipient=recipient).update(note=fit(WebhookEvent, "note", f"Matched by hand by {by}."))
+    audit_record(
+        by, Did.MATCHED, blast=recipient.blast, about=recipient, message_id=message_id, applied=applied
+    )
+    log_event(log, "match", blast=recipient.blast_id, recipient=recipient.pk, message=message_id, actor=by)
     return applied
-
-
-# --- polling --------------------------------------------------------------------------------------

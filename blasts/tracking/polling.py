@@ -18,6 +18,8 @@ from django.utils import timezone
 
 from blastsite.logs import log_event
 
+from ..alerts import workers_alert_quiet
+from ..audit import SYSTEM, Actor, Did, audit_record
 from ..gateway.client import WsapmeClient, WsapmeError
 from ..models import Blast, BlastRecipient, StatusCheck, StatusHistory, WebhookEvent
 from ..services import recipient_advance
@@ -85,7 +87,7 @@ class _DeviceLimiter:
             self.next_at[device] = max(self.next_at.get(device, 0), time.monotonic() + seconds)
 
 
-def blast_check_statuses(*, blast: Blast, requested_by=None) -> StatusCheck | None:
+def blast_check_statuses(*, blast: Blast, by: Actor = SYSTEM) -> StatusCheck | None:
     """Mark the blast's unfinished messages for the poller to ask about first; return the check.
 
     The request itself asks the gateway nothing: a big blast would outlast the web worker's timeout.
@@ -97,13 +99,14 @@ def blast_check_statuses(*, blast: Blast, requested_by=None) -> StatusCheck | No
         running = StatusCheck.objects.filter(blast=blast, finished_at__isnull=True).first()
         if running:
             return running
-        check = StatusCheck.objects.create(blast=blast, requested_by=requested_by)
+        check = StatusCheck.objects.create(blast=blast, requested_by=by.user)
         unfinished = blast.recipients.filter(status__in=NOT_FINAL, message_id__isnull=False)
         check.queued = unfinished.update(status_check=check)
         if not check.queued:
             transaction.set_rollback(True)  # an empty check is no check: keep no trace of it
             return None
         check.save(update_fields=["queued"])
+        audit_record(by, Did.STATUS_CHECK, blast=blast, messages=check.queued)
     return check
 
 
@@ -296,6 +299,7 @@ def poll_pass(
     early_acks = webhook_events_apply_waiting()
     tally = poll_due(client=client, concurrency=concurrency, stop=stop)
     status_checks_finish_lost(now=timezone.now())
+    workers_alert_quiet(now=timezone.now())  # the senders gone quiet: tell people
     return tally, early_acks
 
 

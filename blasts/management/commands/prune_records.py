@@ -6,7 +6,10 @@ from ...services import records_prune
 
 
 class Command(BaseCommand):
-    help = "For cron: delete raw webhook events and status history older than --days (funnel counts stay)."
+    help = (
+        "For cron: delete raw webhook events and status history older than --days (funnel counts stay), "
+        "and audit rows older than AUDIT_KEEP_DAYS."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--days", type=float, required=True, help="Keep this many days (at least 7).")

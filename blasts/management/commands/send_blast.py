@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from tqdm import tqdm
 
+from ...audit import Actor, Via
 from ...gateway.client import get_client
 from ...reporting.funnels import blast_funnel
 from ...selectors import blast_eta
@@ -24,7 +25,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, blast_id, concurrency, **options):
         try:
-            blast = blast_prepare_send(blast_id)
+            blast = blast_prepare_send(blast_id, by=Actor(None, Via.COMMAND))
         except ValidationError as exc:
             raise CommandError(exc.messages[0]) from None
         remaining = blast_funnel(blast.pk).not_sent
