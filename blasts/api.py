@@ -245,7 +245,8 @@ class BlastViewSet(
     @action(detail=True, url_path="stuck-recipients", pagination_class=None, filter_backends=[])
     def stuck_recipients(self, request, pk=None):
         """Recipients by current status in funnel order, with percentages and age buckets."""
-        return Response(blast_stuck(self.get_object().pk))
+        blast = self.get_object()
+        return Response(blast_stuck(blast.pk, cancelled=blast.state == Blast.State.CANCELLED))
 
     @extend_schema(
         responses={200: RecipientSerializer(many=True)},

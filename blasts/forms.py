@@ -2,6 +2,7 @@ from datetime import timedelta
 
 from django import forms
 from django.conf import settings
+from django.core import signing
 
 from .follow_ups import MAX_AGE_HOURS
 from .models import Blast, BlastRecipient, OptOut, validate_placeholders
@@ -9,6 +10,8 @@ from .recipients import ParsedRecipients, normalize_phone, parse_recipients, row
 from .statuses import FOLLOW_UP_FROM
 
 CSV_MAX_BYTES = 2 * 1024 * 1024
+KEPT_SALT = "blasts.new-blast.file"  # a file previewed once is carried, signed, to Create
+KEPT_MAX_AGE = 24 * 3600
 Status = BlastRecipient.Status
 
 
@@ -35,19 +38,34 @@ class BlastCreateForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.fields["device"].initial = settings.WSAPME_DEVICE
         self.parsed = ParsedRecipients()
+        self.kept, self.kept_name = "", ""  # the uploaded file, signed, for the next submit
+
+    def _kept_file(self) -> str:
+        """The text of the file a preview kept (nothing if none, or if its signature does not hold)."""
+        try:
+            kept = signing.loads(self.data.get("recipients_kept", ""), salt=KEPT_SALT, max_age=KEPT_MAX_AGE)
+        except signing.BadSignature:
+            return ""
+        self.kept, self.kept_name = self.data["recipients_kept"], kept["name"]
+        return kept["text"]
 
     def clean_recipients_file(self):
         upload = self.cleaned_data["recipients_file"]
         if upload is None:
-            return ""
+            return self._kept_file()  # previewed before: Create needs no second upload
         if upload.size > CSV_MAX_BYTES:
             raise forms.ValidationError(f"The file is larger than {CSV_MAX_BYTES // 1024 // 1024} MB.")
         try:
-            return upload.read().decode("utf-8-sig")
+            text = upload.read().decode("utf-8-sig")
         except UnicodeDecodeError:
             raise forms.ValidationError("The file is not UTF-8 text; save it as 'CSV UTF-8'.") from None
+        self.kept_name = upload.name
+        self.kept = signing.dumps({"name": upload.name, "text": text}, salt=KEPT_SALT, compress=True)
+        return text
 
     def clean(self):
+        """Lines that are not phone numbers stop Create; Preview shows them beside the valid ones, and
+        "Create with the valid ones" (`create_valid`) leaves them out."""
         cleaned = super().clean()
         if "recipients_file" not in cleaned:  # the file itself was rejected
             return cleaned
@@ -55,8 +73,15 @@ class BlastCreateForm(forms.ModelForm):
             cleaned["recipients_file"], label="CSV line"
         )
         self.parsed = parse_recipients(rows)
+        lenient = "preview" in self.data or "create_valid" in self.data
+        if "create_valid" in self.data:
+            self.parsed = self.parsed.valid_only()
         only_file = cleaned["recipients_file"] and not cleaned.get("recipients_text")
-        for error in self.parsed.errors:
+        errors = self.parsed.list_errors if lenient else self.parsed.errors
+        if self.parsed.rejected and not lenient and not self.parsed.list_errors:
+            errors = [*errors, "Or press Preview: it lists these lines beside the valid ones and lets you create "
+                      f"the blast with the {len(self.parsed.recipients)} valid recipients."]  # fmt: skip
+        for error in errors:
             self.add_error("recipients_file" if only_file else "recipients_text", error)
         return cleaned
 

@@ -8,12 +8,13 @@ from django.utils import timezone
 
 from .gateway.client import MESSAGE_ID_MAX_LENGTH
 
-PLACEHOLDER = re.compile(r"\{(\w+)\}")
+# {name}, or {name|fallback}: the fallback goes out where the recipient has no name.
+PLACEHOLDER = re.compile(r"\{(\w+)(?:\|([^{}|]*))?\}")
 PLACEHOLDERS = ("name", "first_name", "phone")
 
 
 def validate_placeholders(message: str) -> None:
-    unknown = sorted({p for p in PLACEHOLDER.findall(message) if p not in PLACEHOLDERS})
+    unknown = sorted({p for p, _ in PLACEHOLDER.findall(message) if p not in PLACEHOLDERS})
     if unknown:
         names = ", ".join(f"{{{p}}}" for p in unknown)
         raise ValidationError(f"Unknown placeholder {names}: use {{name}}, {{first_name}} or {{phone}}.")
@@ -35,7 +36,11 @@ class Blast(models.Model):
         max_length=50, default="Initial", help_text="'Initial', 'Follow-up 1', ..."
     )
     message = models.TextField(
-        validators=[validate_placeholders], help_text="Personalise with {name}, {first_name} or {phone}."
+        validators=[validate_placeholders],
+        help_text=(
+            "Personalise with {name}, {first_name} or {phone}; {first_name|Tuan/Puan} says Tuan/Puan "
+            "to recipients without a name."
+        ),
     )
     device = models.CharField(max_length=32, help_text="WSAPME device id that sends the blast.")
     scheduled_at = models.DateTimeField(null=True, blank=True, help_text="Send no earlier than this.")

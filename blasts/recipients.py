@@ -6,6 +6,8 @@ Every problem is reported with its line (or index) and nothing is created.
 
 import csv
 import io
+import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -15,6 +17,7 @@ from django.conf import settings
 from .models import PLACEHOLDER
 
 NAME_MAX_LENGTH = 100
+NAMED = ("name", "first_name")  # the placeholders a missing name leaves blank
 PHONE_HEADERS = {"phone", "phone number", "phone_number", "number", "mobile", "whatsapp", "to"}
 
 _REASONS = {
@@ -39,10 +42,39 @@ def normalize_phone(raw: str, region: str | None = None) -> str:
 
 
 def message_render(template: str, recipient) -> str:
-    """The message with {name}, {first_name} and {phone} filled in for one recipient."""
+    """The message with {name}, {first_name} and {phone} filled in for one recipient; where the
+    recipient has no name, {first_name|Tuan/Puan} gives the fallback after the bar (else nothing)."""
     name = recipient.name.strip()
     values = {"name": name, "first_name": name.split(" ")[0] if name else "", "phone": recipient.phone}
-    return PLACEHOLDER.sub(lambda match: values.get(match.group(1), match.group(0)), template)
+
+    def fill(match: re.Match) -> str:
+        placeholder, fallback = match.groups()
+        if placeholder not in values:
+            return match.group(0)
+        return values[placeholder] or (fallback or "")
+
+    return PLACEHOLDER.sub(fill, template)
+
+
+def uses_name(template: str) -> tuple[bool, bool]:
+    """(uses {name} or {first_name}, every such placeholder has a fallback)."""
+    named = [fallback for placeholder, fallback in PLACEHOLDER.findall(template) if placeholder in NAMED]
+    return bool(named), all(named)
+
+
+@dataclass(frozen=True)
+class MessagesPreview:
+    texts: list[tuple[str, int]]  # each distinct text and how many recipients get it, most first
+    without_name: int  # recipients with no name, where the message uses one
+    fallback: bool  # those get the placeholders' fallbacks (else a blank)
+
+
+def messages_preview(template: str, recipients: list) -> MessagesPreview:
+    """What each recipient will receive, as distinct texts with their counts."""
+    counts = Counter(message_render(template, recipient) for recipient in recipients)
+    named, all_fallback = uses_name(template)
+    without_name = sum(not recipient.name.strip() for recipient in recipients) if named else 0
+    return MessagesPreview(counts.most_common(), without_name, all_fallback)
 
 
 @dataclass(frozen=True)
@@ -57,6 +89,14 @@ class ParsedRecipients:
     duplicates: int = 0
     errors: list[str] = field(default_factory=list)  # every problem, each naming its position
     row_errors: dict[str, str] = field(default_factory=dict)  # position -> what is wrong with that row
+    rejected: list[tuple[str, str, str, str]] = field(default_factory=list)  # (position, phone, name, why)
+    list_errors: list[str] = field(default_factory=list)  # of the list as a whole: empty, or too long
+
+    def valid_only(self) -> "ParsedRecipients":
+        """The valid recipients alone, for "create with the valid ones"; an error if there are none."""
+        none = [] if self.recipients else ["No recipients: none of the lines is a phone number."]
+        errors = self.list_errors or none
+        return ParsedRecipients(self.recipients, self.duplicates, errors, list_errors=errors)
 
 
 def parse_recipients(rows: Iterable[tuple[str, str, str]]) -> ParsedRecipients:
@@ -76,6 +116,7 @@ def parse_recipients(rows: Iterable[tuple[str, str, str]]) -> ParsedRecipients:
         except ValueError as exc:
             parsed.row_errors[position] = f"{_shorten(raw_phone)!r} is {exc}."
             parsed.errors.append(f"{position}: {parsed.row_errors[position]}")
+            parsed.rejected.append((position, raw_phone, name, parsed.row_errors[position]))
             continue
         if len(name) > NAME_MAX_LENGTH or "\x00" in name:
             problem = (
@@ -83,6 +124,7 @@ def parse_recipients(rows: Iterable[tuple[str, str, str]]) -> ParsedRecipients:
             )
             parsed.row_errors[position] = f"The name {problem}."
             parsed.errors.append(f"{position}: the name {problem}.")
+            parsed.rejected.append((position, raw_phone, name[:NAME_MAX_LENGTH], parsed.row_errors[position]))
             continue
         if phone in seen:
             parsed.duplicates += 1
@@ -92,12 +134,13 @@ def parse_recipients(rows: Iterable[tuple[str, str, str]]) -> ParsedRecipients:
             first_over_limit = position
         parsed.recipients.append(Recipient(phone, name))
     if first_over_limit is not None:
-        parsed.errors.append(
+        parsed.list_errors.append(
             f"Too many recipients: {len(parsed.recipients):,} after removing duplicates; the limit per "
             f"blast is {limit:,} ({first_over_limit} is the first over it)."
         )
     elif not parsed.recipients and not parsed.errors:
-        parsed.errors.append("No recipients: give at least one phone number.")
+        parsed.list_errors.append("No recipients: give at least one phone number.")
+    parsed.errors += parsed.list_errors
     return parsed
 
 

@@ -6,7 +6,7 @@ Funnel counts, timings and comparisons are in reporting/.
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Q
+from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
 from .models import Blast, BlastRecipient, Heartbeat
@@ -61,8 +61,17 @@ PROBABLE_CAUSES = {
 }
 
 
-def blast_stuck(blast_id: int) -> list[dict]:
-    """Recipients by current status in funnel order, with their share and how long they have stood there."""
+# Where the blast was cancelled, what never left will never leave.
+CANCELLED_CAUSES = {
+    Status.QUEUED: "Not sent: the blast was cancelled, so it never will be.",
+    Status.SENDING: "Being sent when the blast was cancelled.",
+}
+
+
+def blast_stuck(blast_id: int, *, cancelled: bool = False) -> list[dict]:
+    """Recipients by current status in funnel order, with their share and how long they have stood there.
+    `cancelled`: the blast was cancelled, and the causes say so."""
+    causes = PROBABLE_CAUSES | CANCELLED_CAUSES if cancelled else PROBABLE_CAUSES
     now = timezone.now()
     buckets = {}
     for label, young, old in AGE_BUCKETS:
@@ -84,7 +93,7 @@ def blast_stuck(blast_id: int) -> list[dict]:
             {
                 "status": status.name,
                 "label": status.label,
-                "probable_cause": PROBABLE_CAUSES[status],
+                "probable_cause": causes[status],
                 "follow_up": status in FOLLOW_UP_FROM,
                 "count": count,
                 "percent": round(100 * count / total, 1) if total else 0.0,
@@ -98,20 +107,26 @@ def blast_stuck(blast_id: int) -> list[dict]:
 class Progress:
     sent: int  # reached the gateway (or failed, or unknown): done with; canaries included
     total: int
-    per_minute: float  # over the last five minutes
-    eta: datetime | None
+    per_minute: float | None  # over the time it has been sending: first send to last; None before two
+    eta: datetime | None  # at that rate (by the device's pacing before there is one)
 
 
 def blast_progress(blast: Blast) -> Progress:
-    """How far sending is, how fast it goes, and when it should end."""
+    """How far sending is, how fast it has gone, and when it should end at that speed."""
     counts = blast.recipients.aggregate(
         total=Count("id"),
         waiting=Count("id", filter=Q(status__in=[Status.QUEUED, Status.SENDING])),
-        recent=Count("id", filter=Q(sent_at__gte=timezone.now() - timedelta(minutes=5))),
+        sends=Count("sent_at"),
+        first=Min("sent_at"),
+        last=Max("sent_at"),
     )
-    return Progress(
-        counts["total"] - counts["waiting"], counts["total"], counts["recent"] / 5, blast_eta(blast)
-    )
+    rate = None
+    if counts["sends"] >= 2 and counts["last"] > counts["first"]:
+        rate = (counts["sends"] - 1) / ((counts["last"] - counts["first"]).total_seconds() / 60)
+    eta = blast_eta(blast)
+    if eta and rate:
+        eta = timezone.now() + timedelta(minutes=counts["waiting"] / rate)
+    return Progress(counts["total"] - counts["waiting"], counts["total"], rate, eta)
 
 
 def blast_canaries(blast_id: int) -> list[BlastRecipient]:

@@ -1,5 +1,7 @@
 """The marketers' pages: generic views over selectors, reusing the API's FilterSets."""
 
+import csv
+import io
 from datetime import timedelta
 
 from django.conf import settings
@@ -30,9 +32,9 @@ from .lifecycle import (
     blast_resume,
 )
 from .models import Alert, Blast, BlastRecipient, Heartbeat
-from .recipients import message_render
+from .recipients import messages_preview
 from .reporting.compare import blast_sequence, comparable_choices, comparable_funnel, funnels_compare
-from .reporting.exports import recipients_csv_response
+from .reporting.exports import csv_safe, recipients_csv_response
 from .reporting.funnels import (
     blast_funnel,
     blast_funnels,
@@ -149,22 +151,38 @@ def _refresh_seconds(blast: Blast, checking: bool) -> int | None:
     return None
 
 
+def _people(count: int) -> str:
+    return f"{count} {'person' if count == 1 else 'people'}"
+
+
+def _buttons(blast: Blast, funnel, user) -> list[tuple[str, str, str]]:
+    """The actions this user may take on the blast now: (name, label, the question asked first)."""
+    questions = {
+        "send": f"Send this blast to {_people(funnel.not_sent)} now? Messages cannot be taken back.",
+        "cancel": f"Cancel this blast? {_people(funnel.not_sent)} not sent yet will never get it.",
+        "resend_unknown": f"Send again to the {_people(funnel.unknown)} whose send is unknown? "
+        "Some of them may get it twice.",
+    }
+    actions = [*BLAST_ACTIONS.get(blast.state, []), ("check_status", "Check statuses now")]
+    actions = [(name, label) for name, label in actions if name != "resend_unknown" or funnel.unknown]
+    return [(name, label, questions.get(name, "")) for name, label in allowed(user, actions)]
+
+
 def _live_context(blast: Blast, user) -> dict:
     check = blast.status_checks.first()  # the latest
     running = check is not None and check.finished_at is None
     quiet = timezone.now() - (check.last_checked_at or check.requested_at) if running else None
+    funnel = blast_funnel(blast.pk)
     return {
         "blast": blast,
-        "funnel": blast_funnel(blast.pk),
-        "stuck": blast_stuck(blast.pk),
+        "funnel": funnel,
+        "stuck": blast_stuck(blast.pk, cancelled=blast.state == Blast.State.CANCELLED),
         "progress": blast_progress(blast),
         "check": check,
         "check_quiet": quiet if quiet and quiet > CHECK_QUIET_AFTER else None,
         "unmatched": blast_unmatched(blast),
         "refresh": _refresh_seconds(blast, checking=running),
-        "actions": allowed(
-            user, [*BLAST_ACTIONS.get(blast.state, []), ("check_status", "Check statuses now")]
-        ),
+        "actions": _buttons(blast, funnel, user),
     }
 
 
@@ -262,6 +280,15 @@ class RecipientMatchView(StaffOnly, View):
         return redirect("recipient-detail", blast_pk, pk)
 
 
+def _rejected_csv(rejected: list) -> str:
+    """The lines left out, as CSV text (line, phone, name, why), for the preview's download link."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["line", "phone", "name", "why"])
+    writer.writerows([csv_safe(cell) for cell in row] for row in rejected)
+    return out.getvalue()
+
+
 class BlastCreatePageView(StaffOnly, FormView):
     """A new blast for marketers who prefer it to the admin: paste or upload, preview, see the ETA."""
 
@@ -272,7 +299,6 @@ class BlastCreatePageView(StaffOnly, FormView):
     def form_valid(self, form):
         fields = {name: form.cleaned_data[name] for name in BlastCreateForm.Meta.fields}
         if "preview" in self.request.POST:
-            sample = [BlastRecipient(phone=r.phone, name=r.name) for r in form.parsed.recipients[:3]]
             eta = device_finish_time(
                 fields["device"],
                 start=fields["scheduled_at"] or timezone.now(),
@@ -281,7 +307,8 @@ class BlastCreatePageView(StaffOnly, FormView):
             return self.render_to_response(
                 self.get_context_data(
                     form=form,
-                    preview=[(r, message_render(fields["message"], r)) for r in sample],
+                    preview=messages_preview(fields["message"], form.parsed.recipients),
+                    rejected_csv=_rejected_csv(form.parsed.rejected),
                     eta=eta,
                     parsed=form.parsed,
                 )

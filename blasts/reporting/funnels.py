@@ -227,14 +227,17 @@ def blasts_funnel_total(blasts) -> Funnel:
 
 
 def blasts_daily(blasts) -> list[dict]:
-    """Per day sent (local time): how many were sent, and how many of those reached each stage."""
+    """Per day sent (local time): how many were sent, and how many of those reached each stage.
+
+    Sent as the funnel counts it: on the ladder now (a message the gateway took and WhatsApp then
+    refused is failed, not sent), on the day it went out."""
     stages = {
         "received": Q(status__gte=Status.DELIVERY_ACK),
         "read": Q(status__gte=Status.READ_ACK),
         "replied": Q(status__gte=Status.REPLIED),
     }
     rows = (
-        audience(blast__in=blasts.order_by().values("pk"), sent_at__isnull=False)
+        audience(blast__in=blasts.order_by().values("pk"), sent_at__isnull=False, status__gte=Status.PENDING)
         .annotate(day=TruncDate("sent_at", tzinfo=timezone.get_current_timezone()))
         .order_by()  # sorted here: with ORDER BY PostgreSQL sorts every recipient to group them
         .values("day")

@@ -36,8 +36,8 @@ ROADMAP_BODY = {
 }
 METRIC_KEYS = {"sent", "received", "read", "replied", "closed", "failed", "unknown", "skipped", "queued", "total", "rates"}  # fmt: skip
 RATE_KEYS = {"received", "read", "replied", "closed"}
-CSV_HEADER = ["phone", "name", "status", "message_id", "sent_at", "delivered_at", "read_at", "replied_at", "closed_at",
-              "failure_reason", "reply_text"]  # fmt: skip
+CSV_HEADER = ["phone", "name", "status", "status_code", "message_id", "sent_at", "delivered_at", "read_at",
+              "replied_at", "closed_at", "failure_reason", "reply_text"]  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -839,7 +839,8 @@ def test_recipients_as_csv_have_a_header_status_names_and_no_formulas(admin_clie
     header, *rows = read_csv(response)
     assert header == CSV_HEADER
     assert len(rows) == 12
-    assert [row[2] for row in rows] == [status.name for status, n in FUNNEL_MIX.items() for _ in range(n)]
+    assert [row[3] for row in rows] == [status.name for status, n in FUNNEL_MIX.items() for _ in range(n)]
+    assert [row[2] for row in rows] == [status.label for status, n in FUNNEL_MIX.items() for _ in range(n)]
     first = dict(zip(header, rows[0], strict=True))
     assert first["name"] == '\'=HYPERLINK("http://evil")'  # a spreadsheet shows it, never runs it
     assert first["message_id"] == "ABCD-42" and first["phone"].startswith("+60")
@@ -850,7 +851,7 @@ def test_recipients_csv_respects_the_stage_filter(admin_client, mixed_blast):
         admin_client.get(f"/api/blasts/{mixed_blast.pk}/recipients/?format=csv&stage=replied")
     )
     assert header == CSV_HEADER
-    assert [row[2] for row in rows] == ["REPLIED", "CLOSED"]
+    assert [row[3] for row in rows] == ["REPLIED", "CLOSED"]
 
 
 def test_recipients_csv_respects_the_filters(admin_client, mixed_blast):
@@ -858,10 +859,10 @@ def test_recipients_csv_respects_the_filters(admin_client, mixed_blast):
         admin_client.get(f"/api/blasts/{mixed_blast.pk}/recipients/?format=csv&status=READ_ACK")
     )
     assert header == CSV_HEADER
-    assert [row[2] for row in rows] == ["READ_ACK", "READ_ACK"]
+    assert [row[3] for row in rows] == ["READ_ACK", "READ_ACK"]
 
     header, *rows = read_csv(admin_client.get(f"/api/blasts/{mixed_blast.pk}/recipients?format=csv&q=abcd"))
-    assert len(rows) == 1 and rows[0][3] == "ABCD-42"
+    assert len(rows) == 1 and rows[0][4] == "ABCD-42"
 
 
 @pytest.mark.parametrize("export", ["page", "api"])

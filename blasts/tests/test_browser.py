@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from blasts.gateway.client import get_client
 from blasts.models import Blast, BlastRecipient
@@ -86,6 +87,14 @@ def new_page(browser):
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(10_000)
+        page.dialogs, page.answer = [], True  # every confirm() the page asked; answered yes unless told
+        page.on(
+            "dialog",
+            lambda dialog: (
+                page.dialogs.append(dialog.message),
+                dialog.accept() if page.answer else dialog.dismiss(),
+            ),
+        )
         page.on("pageerror", lambda exc: errors.append(f"{page.url}: {exc}"))
         page.on(
             "response",
@@ -161,7 +170,8 @@ def test_a_marketer_signs_in_creates_a_blast_and_watches_it_fill_in(
     page.fill("#id_recipients_text", "0123456789,Aisyah Rahman\n0198765432,Wei Ming\nnot-a-phone,Siti\n")
     page.get_by_role("button", name="Create draft").click()
     error = page.locator("#id_recipients_text_error")
-    expect(error).to_have_text("Line 3: 'not-a-phone' is not a phone number.")
+    expect(error.locator("li").first).to_have_text("Line 3: 'not-a-phone' is not a phone number.")
+    expect(error.locator("li").last).to_contain_text("Or press Preview")
     expect(page.locator(".field.invalid #id_recipients_text")).to_be_visible()
     expect(page.locator("#id_tag")).to_have_value("Hari Raya Sale")  # what was typed is kept
     shot(page, "create-blast-1-form-error")
@@ -301,8 +311,11 @@ def test_the_list_filters_and_the_csv_export(live_server, marketer, new_page):
     records = [dict(zip(table[0], row, strict=True)) for row in table[1:]]
     expected = list(promo.recipients.order_by("id").values_list("phone", "name"))
     assert [(r["phone"], r["name"]) for r in records] == expected
-    assert {r["status"] for r in records} == {"READ_ACK"}
+    assert {(r["status"], r["status_code"]) for r in records} == {("Read", "READ_ACK")}
     assert all(r["sent_at"] and r["delivered_at"] and r["read_at"] and not r["replied_at"] for r in records)
+    # Issue 18, item 13: times as the pages show them (the site's zone), to the second, with the offset.
+    sent = promo.recipients.order_by("id").first().sent_at
+    assert records[0]["sent_at"] == timezone.localtime(sent).strftime("%Y-%m-%d %H:%M:%S+08:00")
     shot(page, "blast-page-after-csv-export")
 
 
@@ -339,3 +352,164 @@ def test_pages_are_usable_at_phone_width(live_server, marketer, new_page):
         if scroll > client + 1 or inner != 390:
             too_wide[path] = {"scrollWidth": scroll, "clientWidth": client, "innerWidth": inner}
     assert not too_wide, f"pages wider than the phone: {too_wide}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_previewed_file_is_kept_names_get_a_fallback_and_bad_lines_do_not_block_the_rest(
+    live_server, marketer, new_page
+):
+    """Issue 18, items 1, 3 and 4: the marketer previews a CSV with a bad line and nameless rows."""
+    page = new_page()
+    sign_in(page, live_server)
+    page.goto(f"{live_server.url}/blasts/new/")
+    page.fill("#id_tag", "Raya")
+    page.fill("#id_message", "Salam {first_name}!")
+    page.fill("#id_device", "5850")
+    rows = [f"01234{i:05d},{'Aisyah Rahman' if i < 5 else ''}" for i in range(15)]
+    contents = "phone,name\n" + "\n".join([*rows[:7], "12345,Typo", *rows[7:]]) + "\n"
+    page.set_input_files(
+        "#id_recipients_file", {"name": "raya.csv", "mimeType": "text/csv", "buffer": contents.encode()}
+    )
+    page.get_by_role("button", name="Preview").click()
+
+    preview = page.get_by_role("region", name="Preview")
+    expect(preview).to_contain_text("15 recipients, 0 duplicates dropped, 1 line left out (below).")
+    expect(page.locator("#names-warning")).to_contain_text("10 of 15 recipients have no name")
+    expect(page.locator("#names-warning")).to_contain_text("{first_name|Tuan/Puan}")
+    expect(page.locator("#distinct-texts")).to_have_text("2 different texts will go out:")
+    expect(preview.locator("table.texts tbody tr").first).to_contain_text("Salam !")
+    expect(preview.locator("table.rejected")).to_contain_text("CSV line 9")
+    expect(preview.locator("table.rejected")).to_contain_text("'12345' is too short.")
+    download = preview.get_by_role("link", name="Download the lines left out (CSV)")
+    assert "12345" in page.evaluate("href => decodeURIComponent(href)", download.get_attribute("href"))
+    expect(page.locator("#kept-file")).to_contain_text("Using raya.csv from your preview")
+    shot(page, "new-blast-preview-bad-line-and-blank-names")
+
+    # A fallback for the nameless, and Preview again: the file is not chosen a second time.
+    page.fill("#id_message", "Salam {first_name|Tuan/Puan}!")
+    page.get_by_role("button", name="Preview").click()
+    expect(page.locator("#names-warning")).to_contain_text("they get the fallback")
+    expect(preview.locator("table.texts")).to_contain_text("Salam Tuan/Puan!")
+    expect(preview.locator("table.texts")).to_contain_text("Salam Aisyah!")
+    assert not Blast.objects.exists()
+
+    page.get_by_role("button", name="Create with the 15 valid recipients").click()
+    expect(page).to_have_url(re.compile(r"/blasts/\d+/$"))
+    blast = Blast.objects.get()
+    assert (blast.tag, blast.recipients.count(), blast.message) == (
+        "Raya",
+        15,
+        "Salam {first_name|Tuan/Puan}!",
+    )
+    shot(page, "new-blast-created-with-the-valid-ones")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_create_after_preview_needs_no_second_upload(live_server, marketer, new_page):
+    """Issue 18, item 1: Preview, then Create draft, with the file chosen once."""
+    page = new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    sign_in(page, live_server)
+    page.goto(f"{live_server.url}/blasts/new/")
+    page.fill("#id_tag", "Launch")
+    page.fill("#id_message", "Hi {name|there}")
+    page.fill("#id_device", "5850")
+    contents = "phone,name\n" + "\n".join(f"01234{i:05d},Name {i}" for i in range(15)) + "\n"
+    page.set_input_files(
+        "#id_recipients_file", {"name": "launch.csv", "mimeType": "text/csv", "buffer": contents.encode()}
+    )
+    page.get_by_role("button", name="Preview").click()
+    expect(page.get_by_role("region", name="Preview")).to_contain_text("15 recipients")
+    page.get_by_role("button", name="Create draft").click()
+    expect(page).to_have_url(re.compile(r"/blasts/\d+/$"))
+    expect(page.locator(".messages")).to_contain_text("15 recipients added")
+    assert Blast.objects.get().recipients.count() == 15
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_rate_is_over_the_sending_time_and_a_cancelled_blasts_unsent_say_so(
+    live_server, marketer, new_page
+):
+    """Issue 18, items 7 and 8."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from blasts.lifecycle import blast_cancel, blast_queue, blast_start
+
+    sending = make_blast(30, tag="Sending")
+    blast_queue(blast=sending)
+    blast_start(blast=sending)
+    start = timezone.now() - timedelta(minutes=12)
+    for minute, recipient in enumerate(sending.recipients.order_by("id")[:21]):  # 21 sends over 10 min
+        BlastRecipient.objects.filter(pk=recipient.pk).update(
+            status=Status.PENDING, sent_at=start + timedelta(seconds=30 * minute)
+        )
+    cancelled = make_blast(4, tag="Cancelled")
+    blast_cancel(blast=cancelled)
+
+    page = new_page()
+    sign_in(page, live_server)
+    page.goto(f"{live_server.url}/blasts/{sending.pk}/")
+    expect(page.locator("#send-rate")).to_have_text("· 2.0 a minute")  # not 21 sends / 5 minutes
+    expect(page.locator("#send-eta")).to_contain_text(timezone.localtime().strftime("%a"))
+    shot(page, "rate-over-the-sending-time")
+
+    page.goto(f"{live_server.url}/blasts/{cancelled.pk}/")
+    expect(page.locator("#live .apart")).to_contain_text("Not sent (cancelled) 4")
+    expect(page.locator("#live .stuck")).to_contain_text(
+        "Not sent: the blast was cancelled, so it never will be."
+    )
+    expect(page.locator("#live")).not_to_contain_text("Not sent yet")
+    shot(page, "cancelled-blast-unsent")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_risky_buttons_ask_first_naming_how_many_people(live_server, marketer, new_page):
+    """Issue 18, item 11: Send, Cancel and Resend unknown ask; no Resend unknown when none is unknown."""
+    from blasts.lifecycle import blast_complete, blast_queue, blast_start
+    from blasts.models import StatusHistory
+    from blasts.services import recipient_advance
+
+    draft = make_blast(12, tag="Draft")
+    page = new_page()
+    sign_in(page, live_server)
+    page.goto(f"{live_server.url}/blasts/{draft.pk}/")
+    page.answer = False  # the first time, the marketer says no
+    page.get_by_role("button", name="Send", exact=True).click()
+    assert page.dialogs == ["Send this blast to 12 people now? Messages cannot be taken back."]
+    assert Blast.objects.get(pk=draft.pk).state == Blast.State.DRAFT
+    page.answer = True
+    page.get_by_role("button", name="Send", exact=True).click()
+    expect(page.locator(".messages")).to_contain_text("Queued")
+    assert Blast.objects.get(pk=draft.pk).state == Blast.State.QUEUED
+
+    done = make_blast(3, tag="Done")
+    blast_queue(blast=done)
+    blast_start(blast=done)
+    blast_complete(blast=done)
+    page.goto(f"{live_server.url}/blasts/{done.pk}/")
+    expect(page.locator("#live .actions")).not_to_contain_text("Resend unknown")
+    recipient = done.recipients.first()
+    for status in (Status.SENDING, Status.UNKNOWN):
+        recipient_advance(recipient=recipient, status=status, source=StatusHistory.Source.SEND)
+    page.reload()
+    page.get_by_role("button", name="Resend unknown").click()
+    expect(page.locator(".messages")).to_contain_text("Requeued")
+    assert "Send again to the 1 person whose send is unknown? Some of them may get it twice." in page.dialogs
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_overview_funnel_and_the_per_day_table_agree_on_sent(live_server, marketer, new_page):
+    """Issue 18, item 6: a message the gateway took and WhatsApp then refused is failed in both."""
+    from .test_one_number import EXPECTED, every_status_blast
+
+    every_status_blast()
+    page = new_page()
+    sign_in(page, live_server)
+    page.goto(f"{live_server.url}/overview/")
+    funnel_sent = page.locator("figure.funnel table tbody tr").first.locator("td").first.inner_text()
+    per_day = page.locator("table.numbers").last.locator("tbody tr")
+    day_sent = sum(int(row.locator("td").first.inner_text()) for row in per_day.all())
+    assert (int(funnel_sent), day_sent) == (EXPECTED["sent"], EXPECTED["sent"])
+    expect(page.locator("figure.funnel .apart")).to_contain_text(f"Failed {EXPECTED['failed']}")
+    shot(page, "overview-sent-agrees")

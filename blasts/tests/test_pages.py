@@ -285,7 +285,8 @@ def test_the_csv_export_follows_the_recipient_filters(admin_client):
     response = admin_client.get(reverse("blast-recipients-csv", args=[blast.pk]), {"status": "READ_ACK"})
     rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert response["Content-Type"] == "text/csv; charset=utf-8"
-    assert rows[0][:3] == ["phone", "name", "status"] and len(rows) == 2 and rows[1][2] == "READ_ACK"
+    assert rows[0][:4] == ["phone", "name", "status", "status_code"] and len(rows) == 2
+    assert rows[1][2:4] == ["Read", "READ_ACK"]
 
 
 # --- check statuses now ----------------------------------------------------------------------------------

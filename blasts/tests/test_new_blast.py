@@ -1,0 +1,97 @@
+"""The new-blast page (issue 18, items 1, 3 and 4): a previewed file is kept, names have fallbacks,
+and bad lines are shown beside the good ones instead of blocking them. The browser journey is in
+test_browser.py; these pin the rules underneath."""
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from blasts.models import Blast, validate_placeholders
+from blasts.recipients import Recipient, message_render, messages_preview, parse_recipients
+
+FORM = {
+    "tag": "Raya",
+    "follow_up_stage": "Initial",
+    "message": "Salam {first_name|Tuan/Puan}!",
+    "device": "5850",
+}
+
+
+@pytest.mark.parametrize(
+    ("template", "name", "text"),
+    [
+        ("Salam {first_name|Tuan/Puan}!", "", "Salam Tuan/Puan!"),
+        ("Salam {first_name|Tuan/Puan}!", "Aisyah Rahman", "Salam Aisyah!"),
+        ("Hi {name|there}, {first_name}", "", "Hi there, "),
+        ("Hi {name|}", "", "Hi "),
+        ("Call {phone|x}", "", "Call +60123456789"),
+        ("{unknown|x} stays", "Ali", "{unknown|x} stays"),
+    ],
+)
+def test_a_fallback_speaks_for_a_recipient_without_a_name(template, name, text):
+    assert message_render(template, Recipient("+60123456789", name)) == text
+
+
+def test_an_unknown_placeholder_is_refused_with_or_without_a_fallback():
+    validate_placeholders("Salam {first_name|Tuan/Puan}, {name}")
+    with pytest.raises(ValidationError, match=r"\{nama\}"):
+        validate_placeholders("Salam {nama|Tuan}")
+
+
+def test_the_preview_counts_the_nameless_and_each_distinct_text():
+    recipients = [Recipient(f"+6012345000{i}", "Ali" if i < 2 else " ") for i in range(5)]
+    blank = messages_preview("Salam {first_name}!", recipients)
+    assert (blank.texts, blank.without_name, blank.fallback) == (
+        [("Salam !", 3), ("Salam Ali!", 2)],
+        3,
+        False,
+    )
+    assert messages_preview("Salam {first_name|Tuan}!", recipients).fallback is True
+    assert messages_preview("Salam!", recipients).without_name == 0  # no name asked for: nothing to warn
+
+
+def test_only_the_valid_ones_are_kept_and_none_valid_is_an_error():
+    parsed = parse_recipients([("Line 1", "0123456789", ""), ("Line 2", "12345", "")])
+    assert [r.phone for r in parsed.valid_only().recipients] == ["+60123456789"]
+    assert parsed.valid_only().errors == []
+    assert parse_recipients([("Line 1", "12345", "")]).valid_only().errors == [
+        "No recipients: none of the lines is a phone number."
+    ]
+
+
+def test_create_without_a_preview_names_the_bad_line_and_points_to_the_preview(admin_client):
+    response = admin_client.post(reverse("blast-new"), {**FORM, "recipients_text": "0123456789\n12345"})
+    errors = response.context["form"].errors["recipients_text"]
+    assert errors[0] == "Line 2: '12345' is too short."
+    assert "create the blast with the 1 valid recipients" in errors[1]
+    assert not Blast.objects.exists()
+
+
+def test_create_with_the_valid_ones_leaves_the_bad_lines_out(admin_client):
+    data = {**FORM, "recipients_text": "0123456789\n12345\n0198765432", "create_valid": "1"}
+    response = admin_client.post(reverse("blast-new"), data)
+    assert response.status_code == 302
+    assert sorted(Blast.objects.get().recipients.values_list("phone", flat=True)) == [
+        "+60123456789",
+        "+60198765432",
+    ]
+
+
+def test_a_file_kept_by_a_preview_is_used_by_create_and_a_forged_one_is_not(admin_client):
+    upload = SimpleUploadedFile("list.csv", b"phone,name\n0123456789,Ali\n")
+    preview = admin_client.post(reverse("blast-new"), {**FORM, "preview": "1", "recipients_file": upload})
+    kept = preview.context["form"].kept
+    assert kept and "0123456789" not in kept  # signed and compressed, not the rows in the clear
+
+    forged = admin_client.post(
+        reverse("blast-new"), {**FORM, "create": "1", "recipients_kept": kept[:-2] + "xx"}
+    )
+    assert forged.context["form"].errors["recipients_text"] == [
+        "No recipients: give at least one phone number."
+    ]
+    assert (
+        admin_client.post(reverse("blast-new"), {**FORM, "create": "1", "recipients_kept": kept}).status_code
+        == 302
+    )
+    assert Blast.objects.get().recipients.get().name == "Ali"
