@@ -306,8 +306,10 @@ class RecipientViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         recipient = self.get_object()
         serializer = MarkSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
         recipient_mark(
-            recipient=recipient, status=Status[serializer.validated_data["status"]], by=_by(request)
-        )
+            recipient=recipient, status=Status[data["status"]], by=_by(request), note=data["note"],
+            deal_value=data["deal_value"],
+        )  # fmt: skip
         recipient.refresh_from_db()
         return Response(RecipientSerializer(recipient).data)

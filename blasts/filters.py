@@ -1,6 +1,7 @@
 """FilterSets shared by the REST API and the funnel pages."""
 
 import django_filters
+from django import forms
 from django.db.models import Q
 
 from .models import Blast, BlastRecipient
@@ -21,31 +22,49 @@ STAGES: dict[str, Q] = {
 }
 
 
+class BlastFilterForm(forms.Form):
+    def clean(self):
+        cleaned = super().clean()
+        start, end = cleaned.get("date_from"), cleaned.get("date_to")
+        if start and end and start > end:
+            self.add_error("date_to", f"To ({end:%d %b %Y}) is before From ({start:%d %b %Y}): swap them.")
+        return cleaned
+
+
+DATE = forms.DateInput(attrs={"type": "date"})  # a date picker: nothing to misread
+
+
 class BlastFilter(django_filters.FilterSet):
+    """Blasts by day created, tag and follow-up stage (any case; the pages offer the ones there are) and state."""
+
     date = django_filters.DateFilter(
-        field_name="created_at", lookup_expr="date", label="Created on", help_text="Created on this day."
-    )
+        field_name="created_at", lookup_expr="date", label="Created on", help_text="Created on this day.",
+        widget=DATE,
+    )  # fmt: skip
     date_from = django_filters.DateFilter(
-        field_name="created_at",
-        lookup_expr="date__gte",
-        label="From",
-        help_text="Created on or after this day.",
-    )
+        field_name="created_at", lookup_expr="date__gte", label="From", help_text="Created on or after this day.",
+        widget=DATE,
+    )  # fmt: skip
     date_to = django_filters.DateFilter(
-        field_name="created_at",
-        lookup_expr="date__lte",
-        label="To",
-        help_text="Created on or before this day.",
+        field_name="created_at", lookup_expr="date__lte", label="To", help_text="Created on or before this day.",
+        widget=DATE,
+    )  # fmt: skip
+    tag = django_filters.CharFilter(
+        field_name="tag",
+        lookup_expr="iexact",
+        label="Tag",
+        widget=forms.TextInput(attrs={"list": "tag-choices"}),
     )
-    tag = django_filters.CharFilter(field_name="tag", lookup_expr="iexact", label="Tag")
     stage = django_filters.CharFilter(
-        field_name="follow_up_stage", lookup_expr="iexact", label="Follow-up stage"
-    )
+        field_name="follow_up_stage", lookup_expr="iexact", label="Follow-up stage",
+        widget=forms.TextInput(attrs={"list": "stage-choices"}),
+    )  # fmt: skip
     state = django_filters.ChoiceFilter(choices=Blast.State.choices, label="State")
 
     class Meta:
         model = Blast
         fields = ["date", "date_from", "date_to", "tag", "stage", "state"]
+        form = BlastFilterForm
 
 
 class RecipientFilter(django_filters.FilterSet):

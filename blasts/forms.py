@@ -101,6 +101,16 @@ class OptOutForm(forms.ModelForm):
         return phone
 
 
+class MarkForm(forms.Form):
+    """Marking a recipient replied or closed from the pages."""
+
+    status = forms.ChoiceField(choices=[("REPLIED", "Replied"), ("CLOSED", "Closed (sale made)")])
+    note = forms.CharField(max_length=200, required=False, label="Note (optional)")
+    deal_value = forms.DecimalField(
+        max_digits=12, decimal_places=2, min_value=0, required=False, label="Deal value, RM (optional)"
+    )
+
+
 class FollowUpForm(forms.Form):
     status = forms.ChoiceField(
         choices=[(s.name, label) for s, label in FOLLOW_UP_FROM.items()], label="Recipients"

@@ -128,6 +128,9 @@ class BlastRecipient(models.Model):
     )
     # Set while a person's "check statuses now" waits for the poller to ask about this message.
     # No index of its own: the partial one below holds only the few rows that are marked.
+    # Set by a person who marks the recipient replied or closed (the sale).
+    mark_note = models.CharField(max_length=200, blank=True)
+    deal_value = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
     status_check = models.ForeignKey(
         "StatusCheck", null=True, blank=True, on_delete=models.SET_NULL, db_index=False, related_name="+"
     )

@@ -146,3 +146,19 @@ def workers_status(now: datetime | None = None) -> list[dict]:
         {"heartbeat": beat, "ago": now - beat.seen_at, "stale": now - beat.seen_at > STALE_AFTER[beat.role]}
         for beat in rows
     ]
+
+
+def blast_filter_choices() -> dict[str, list[str]]:
+    """The tags and follow-up stages there are, for the filters to offer (newest blasts' first)."""
+    recent = list(Blast.objects.order_by("-created_at").values_list("tag", "follow_up_stage")[:1000])
+    return {
+        "tag_choices": sorted({tag for tag, _ in recent}, key=str.lower),
+        "stage_choices": sorted({stage for _, stage in recent}, key=str.lower),
+    }
+
+
+def tags_like(tag: str) -> list[str]:
+    """Tags that contain `tag` in any case: for a tag filter that found nothing."""
+    return sorted(set(Blast.objects.filter(tag__icontains=tag.strip()).values_list("tag", flat=True)[:20]))[
+        :5
+    ]

@@ -152,7 +152,7 @@ class RecipientSerializer(serializers.ModelSerializer):
         fields = [
             "id", "blast", "phone", "name", "status", "message_id", "status_changed_at", "sent_at", "server_ack_at",
             "delivered_at", "read_at", "replied_at", "closed_at", "failed_at", "failure_reason", "reply_text",
-            "is_canary",
+            "is_canary", "mark_note", "deal_value",
         ]  # fmt: skip
 
 
@@ -168,6 +168,11 @@ class HistorySerializer(serializers.ModelSerializer):
 
 class MarkSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["REPLIED", "CLOSED"])
+    note = serializers.CharField(max_length=200, required=False, default="", allow_blank=True)
+    deal_value = serializers.DecimalField(
+        max_digits=12, decimal_places=2, min_value=0, required=False, allow_null=True, default=None,
+        help_text="The sale's value (RM), with CLOSED.",
+    )  # fmt: skip
 
 
 class StuckSerializer(serializers.Serializer):

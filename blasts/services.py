@@ -233,12 +233,22 @@ def blast_edit(*, blast: Blast, changed: list[str], by: Actor) -> None:
         audit_record(by, Did.EDITED, blast=blast, fields=changed)
 
 
-def recipient_mark(*, recipient: BlastRecipient, status: Status, by: Actor) -> bool:
-    """A person marks a recipient replied or closed (a sale) through the ledger; False: there already."""
+def recipient_mark(
+    *, recipient: BlastRecipient, status: Status, by: Actor, note: str = "", deal_value=None
+) -> bool:
+    """A person marks a recipient replied or closed (a sale, with its value) through the ledger, with
+    an optional note; False: it was there or past it already."""
+    also = {"mark_note": fit(BlastRecipient, "mark_note", note), "deal_value": deal_value}
     with transaction.atomic():
-        changed = recipient_advance(recipient=recipient, status=status, source=Source.MANUAL, actor=by.user)
+        changed = recipient_advance(
+            recipient=recipient, status=status, source=Source.MANUAL, actor=by.user, also=also
+        )
         blast = Blast(pk=recipient.blast_id) if isinstance(recipient, BlastRecipient) else None
-        audit_record(by, Did.MARKED, blast=blast, about=recipient, status=status.name, changed=changed)
+        detail = {"status": status.name, "changed": changed}
+        detail |= ({"note": note} if note else {}) | (
+            {"deal_value": str(deal_value)} if deal_value is not None else {}
+        )
+        audit_record(by, Did.MARKED, blast=blast, about=recipient, **detail)
     return changed
 
 

@@ -4,7 +4,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from . import views
+from . import actions, views
 from .api import BlastViewSet, RecipientViewSet
 from .webhooks import wsapme_webhook
 
@@ -35,14 +35,16 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", views.BlastListView.as_view(), name="blast-list"),
     path("overview/", views.OverviewView.as_view(), name="overview"),
-    path("blasts/new/", views.BlastCreatePageView.as_view(), name="blast-new"),
+    path("blasts/new/", actions.BlastCreatePageView.as_view(), name="blast-new"),
     path("blasts/<int:pk>/", views.BlastDetailView.as_view(), name="blast-detail"),
     path("blasts/<int:pk>/live/", views.BlastLiveView.as_view(), name="blast-live"),
     path(
-        "blasts/<int:pk>/recipients.csv", views.BlastRecipientsCsvView.as_view(), name="blast-recipients-csv"
+        "blasts/<int:pk>/recipients.csv",
+        actions.BlastRecipientsCsvView.as_view(),
+        name="blast-recipients-csv",
     ),
-    path("blasts/<int:pk>/actions/<str:name>/", views.BlastActionView.as_view(), name="blast-action"),
-    path("blasts/<int:pk>/follow-up/", views.FollowUpCreateView.as_view(), name="blast-follow-up"),
+    path("blasts/<int:pk>/actions/<str:name>/", actions.BlastActionView.as_view(), name="blast-action"),
+    path("blasts/<int:pk>/follow-up/", actions.FollowUpCreateView.as_view(), name="blast-follow-up"),
     path("blasts/<int:pk>/sequence/", views.BlastSequenceView.as_view(), name="blast-sequence"),
     path("compare/", views.CompareView.as_view(), name="compare"),
     path("status/", views.StatusView.as_view(), name="status"),
@@ -52,8 +54,13 @@ urlpatterns = [
         name="recipient-detail",
     ),
     path(
+        "blasts/<int:blast_pk>/recipients/<int:pk>/mark/",
+        actions.RecipientMarkView.as_view(),
+        name="recipient-mark",
+    ),
+    path(
         "blasts/<int:blast_pk>/recipients/<int:pk>/match/",
-        views.RecipientMatchView.as_view(),
+        actions.RecipientMatchView.as_view(),
         name="recipient-match",
     ),
 ]

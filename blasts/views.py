@@ -1,40 +1,27 @@
 """The marketers' pages: generic views over selectors, reusing the API's FilterSets."""
 
-import csv
-import io
 from datetime import timedelta
 
 from django.conf import settings
-from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin, UserPassesTestMixin
-from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import DatabaseError, connection
 from django.http import JsonResponse
-from django.shortcuts import get_object_or_404, redirect
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
-from django.views.generic import DetailView, FormView, TemplateView, View
+from django.views.generic import DetailView, TemplateView
 from django_filters.views import FilterView
 
 from .access import allowed, may, require
 from .audit import Actor, Via
 from .filters import BlastFilter, RecipientFilter
-from .follow_ups import blast_create_follow_up
-from .forms import BlastCreateForm, CompareForm, FollowUpForm
-from .gateway.client import MESSAGE_ID_MAX_LENGTH
+from .forms import CompareForm, FollowUpForm
 from .lifecycle import (
     BLAST_ACTIONS,
-    blast_cancel,
-    blast_pause,
-    blast_queue,
-    blast_resend_unknown,
-    blast_resume,
 )
 from .models import Alert, Blast, BlastRecipient, Heartbeat
-from .recipients import messages_preview
 from .reporting.compare import blast_sequence, comparable_choices, comparable_funnel, funnels_compare
-from .reporting.exports import csv_safe, recipients_csv_response
 from .reporting.funnels import (
     blast_funnel,
     blast_funnels,
@@ -43,12 +30,16 @@ from .reporting.funnels import (
     blasts_funnel_total,
 )
 from .reporting.timing import blast_read_split, blast_reply_curve, blast_timings, blasts_timings_by_stage
-from .selectors import blast_canaries, blast_progress, blast_stuck, workers_status
-from .sending.pacing import device_finish_time
-from .services import blast_create, recipients_exported
+from .selectors import (
+    blast_canaries,
+    blast_filter_choices,
+    blast_progress,
+    blast_stuck,
+    tags_like,
+    workers_status,
+)
 from .statuses import ACTIVE
-from .tracking.events import recipient_match_message_id
-from .tracking.polling import CHECK_QUIET_AFTER, blast_check_statuses, status_check_words
+from .tracking.polling import CHECK_QUIET_AFTER
 from .tracking.unmatched import blast_unmatched, recipient_match_choices
 
 
@@ -77,7 +68,7 @@ class StaffOnly(LoginRequiredMixin, UserPassesTestMixin):
         return super().dispatch(request, *args, **kwargs)
 
 
-def _by(request) -> Actor:
+def by_page(request) -> Actor:
     return Actor(request.user, Via.PAGE)
 
 
@@ -100,11 +91,24 @@ class StatusView(StaffOnly, TemplateView):
         }
 
 
-class BlastListView(StaffOnly, FilterView):
-    """Blasts with a mini funnel each, filtered like the API, with totals for the filtered set."""
+class BlastFilterPage(StaffOnly, FilterView):
+    """A page of blasts filtered like the API; the filters offer the tags and stages there are."""
 
     filterset_class = BlastFilter
     queryset = Blast.objects.all()
+
+    def get_context_data(self, **kwargs):
+        context = {**super().get_context_data(**kwargs), **blast_filter_choices()}
+        form = context["filter"].form
+        tag = form.cleaned_data.get("tag") if form.is_valid() else ""
+        if tag and not self.object_list.exists():
+            context["similar_tags"] = [like for like in tags_like(tag) if like.lower() != tag.lower()]
+        return context
+
+
+class BlastListView(BlastFilterPage):
+    """Blasts with a mini funnel each, filtered like the API, with totals for the filtered set."""
+
     paginate_by = 25
     template_name = "blasts/blast_list.html"
 
@@ -117,11 +121,9 @@ class BlastListView(StaffOnly, FilterView):
         return context
 
 
-class OverviewView(StaffOnly, FilterView):
+class OverviewView(BlastFilterPage):
     """The aggregate funnel over the filtered blasts, compared by tag and by follow-up stage, per day."""
 
-    filterset_class = BlastFilter
-    queryset = Blast.objects.all()
     template_name = "blasts/overview.html"
 
     def get_context_data(self, **kwargs):
@@ -168,11 +170,14 @@ def _buttons(blast: Blast, funnel, user) -> list[tuple[str, str, str]]:
     return [(name, label, questions.get(name, "")) for name, label in allowed(user, actions)]
 
 
-def _live_context(blast: Blast, user) -> dict:
+def _live_context(blast: Blast, user, params) -> dict:
+    """Everything on a blast's page that changes while it is in flight: the live view sends it all
+    every few seconds (the recipients as filtered and paged by `params`)."""
     check = blast.status_checks.first()  # the latest
     running = check is not None and check.finished_at is None
     quiet = timezone.now() - (check.last_checked_at or check.requested_at) if running else None
     funnel = blast_funnel(blast.pk)
+    recipients = RecipientFilter(params, queryset=blast.recipients.order_by("id"))
     return {
         "blast": blast,
         "funnel": funnel,
@@ -183,6 +188,18 @@ def _live_context(blast: Blast, user) -> dict:
         "unmatched": blast_unmatched(blast),
         "refresh": _refresh_seconds(blast, checking=running),
         "actions": _buttons(blast, funnel, user),
+        "recipients": recipients,
+        "page": Paginator(
+            recipients.qs if recipients.is_valid() else BlastRecipient.objects.none(), 50
+        ).get_page(params.get("page")),
+        "timings": blast_timings([blast.pk]),
+        "reply_curve": blast_reply_curve([blast.pk]),
+        "read_split": blast_read_split(blast.pk),
+        "canaries": blast_canaries(blast.pk),
+        "audit": blast.audit.all()[:50],
+        "blast_str": str(blast),
+        "mark_choices": [("REPLIED", "Replied"), ("CLOSED", "Closed")],
+        "page_url": f"{reverse('blast-detail', args=[blast.pk])}?{params.urlencode()}",
     }
 
 
@@ -193,20 +210,10 @@ class BlastDetailView(StaffOnly, DetailView):
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
-        recipients = RecipientFilter(self.request.GET, queryset=self.object.recipients.order_by("id"))
-        page = Paginator(recipients.qs if recipients.is_valid() else BlastRecipient.objects.none(), 50)
         context.update(
-            _live_context(self.object, self.request.user),
-            recipients=recipients,
-            page=page.get_page(self.request.GET.get("page")),
+            _live_context(self.object, self.request.user, self.request.GET),
             follow_up_form=FollowUpForm(initial={"status": self.request.GET.get("follow_up", "READ_ACK")}),
-            timings=blast_timings([self.object.pk]),
-            reply_curve=blast_reply_curve([self.object.pk]),
-            read_split=blast_read_split(self.object.pk),
-            canaries=blast_canaries(self.object.pk),
             in_sequence=self.object.parent_id is not None or self.object.follow_ups.exists(),
-            audit=self.object.audit.all()[:50],
-            blast_str=str(self.object),
         )
         return context
 
@@ -244,7 +251,8 @@ class BlastLiveView(StaffOnly, DetailView):
     template_name = "blasts/_blast_live.html"
 
     def get_context_data(self, **kwargs):
-        return {**super().get_context_data(**kwargs), **_live_context(self.object, self.request.user)}
+        live = _live_context(self.object, self.request.user, self.request.GET)
+        return {**super().get_context_data(**kwargs), **live, "oob": True}
 
 
 class RecipientDetailView(StaffOnly, DetailView):
@@ -261,139 +269,3 @@ class RecipientDetailView(StaffOnly, DetailView):
             **super().get_context_data(**kwargs),
             "match_choices": recipient_match_choices(self.object) if may(self.request.user, "match") else [],
         }
-
-
-class RecipientMatchView(StaffOnly, View):
-    """An operator matches a send whose message id we never learnt to acks waiting under one id."""
-
-    action = "match"
-
-    def post(self, request, blast_pk, pk):
-        recipient = get_object_or_404(BlastRecipient, blast_id=blast_pk, pk=pk)
-        message_id = request.POST.get("message_id", "")[:MESSAGE_ID_MAX_LENGTH]
-        try:
-            applied = recipient_match_message_id(recipient=recipient, message_id=message_id, by=_by(request))
-        except ValidationError as exc:
-            messages.error(request, exc.messages[0])
-        else:
-            messages.success(request, f"Matched to message {message_id}: {applied} waiting acks applied.")
-        return redirect("recipient-detail", blast_pk, pk)
-
-
-def _rejected_csv(rejected: list) -> str:
-    """The lines left out, as CSV text (line, phone, name, why), for the preview's download link."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["line", "phone", "name", "why"])
-    writer.writerows([csv_safe(cell) for cell in row] for row in rejected)
-    return out.getvalue()
-
-
-class BlastCreatePageView(StaffOnly, FormView):
-    """A new blast for marketers who prefer it to the admin: paste or upload, preview, see the ETA."""
-
-    form_class = BlastCreateForm
-    template_name = "blasts/blast_form.html"
-    action = "create"
-
-    def form_valid(self, form):
-        fields = {name: form.cleaned_data[name] for name in BlastCreateForm.Meta.fields}
-        if "preview" in self.request.POST:
-            eta = device_finish_time(
-                fields["device"],
-                start=fields["scheduled_at"] or timezone.now(),
-                count=len(form.parsed.recipients),
-            )
-            return self.render_to_response(
-                self.get_context_data(
-                    form=form,
-                    preview=messages_preview(fields["message"], form.parsed.recipients),
-                    rejected_csv=_rejected_csv(form.parsed.rejected),
-                    eta=eta,
-                    parsed=form.parsed,
-                )
-            )
-        created = blast_create(**fields, recipients=form.parsed, by=_by(self.request))
-        messages.success(
-            self.request,
-            f"{created.created} recipients added, {created.duplicates} duplicates dropped, "
-            f"{created.opted_out} opted out (skipped).",
-        )
-        return redirect("blast-detail", created.blast.pk)
-
-
-ACTIONS = {
-    "send": (lambda blast, by: blast_queue(blast=blast, by=by), "Queued: the sender sends it now."),
-    "pause": (lambda blast, by: blast_pause(blast=blast, reason=f"Paused by {by}.", by=by), "Paused."),
-    "resume": (lambda blast, by: blast_resume(blast=blast, by=by), "Resumed."),
-    "cancel": (
-        lambda blast, by: blast_cancel(blast=blast, reason=f"Cancelled by {by}.", by=by),
-        "Cancelled.",
-    ),
-    "resend_unknown": (lambda blast, by: blast_resend_unknown(blast=blast, by=by), "Requeued."),
-}
-
-
-class BlastActionView(StaffOnly, View):
-    """The buttons on a blast's page: one lifecycle service each."""
-
-    def post(self, request, pk, name):
-        blast = get_object_or_404(Blast, pk=pk)
-        if name != "check_status" and name not in ACTIONS:
-            messages.error(request, "That is not an action.")
-            return redirect("blast-detail", blast.pk)
-        require(request.user, name)
-        if name == "check_status":  # the poller asks the gateway; this request only marks the messages
-            check = blast_check_statuses(blast=blast, by=_by(request))
-            (messages.success if check else messages.info)(request, status_check_words(check))
-            return redirect("blast-detail", blast.pk)
-        service, done = ACTIONS[name]
-        try:
-            service(blast, _by(request))
-            messages.success(request, done)
-        except ValidationError as exc:
-            messages.error(request, exc.messages[0])
-        return redirect("blast-detail", blast.pk)
-
-
-class FollowUpCreateView(StaffOnly, View):
-    """A follow-up blast for one funnel cell (a status, for at least an age), as a draft to review and send."""
-
-    action = "follow_up"
-
-    def post(self, request, pk):
-        parent = get_object_or_404(Blast, pk=pk)
-        form = FollowUpForm(request.POST)
-        if not form.is_valid():
-            for errors in form.errors.values():
-                messages.error(request, errors[0])
-            return redirect("blast-detail", parent.pk)
-        try:
-            follow_up = blast_create_follow_up(
-                parent=parent,
-                status=BlastRecipient.Status[form.cleaned_data["status"]],
-                message=form.cleaned_data["message"],
-                min_age=form.cleaned_data["min_age_hours"],
-                by=_by(request),
-            )
-        except ValidationError as exc:
-            messages.error(request, exc.messages[0])
-            return redirect("blast-detail", parent.pk)
-        messages.success(
-            request,
-            f"Follow-up created with {follow_up.recipients.count()} recipients: review it, then send.",
-        )
-        return redirect("blast-detail", follow_up.pk)
-
-
-class BlastRecipientsCsvView(StaffOnly, View):
-    """The blast's recipients as a CSV file, with the page's recipient filters."""
-
-    action = "export"
-
-    def get(self, request, pk):
-        blast = get_object_or_404(Blast, pk=pk)
-        recipients = RecipientFilter(request.GET, queryset=blast.recipients.order_by("id"))
-        rows = recipients.qs if recipients.is_valid() else blast.recipients.none()
-        recipients_exported(blast=blast, filters=request.GET.dict(), rows=rows.count(), by=_by(request))
-        return recipients_csv_response(rows, f"blast-{blast.pk}-recipients.csv")

@@ -40,3 +40,14 @@ def interval(bounds: tuple[float, float] | None) -> str:
 def rate(funnel, stage: str):
     """funnel|rate:"replied": the stage's share of sent, as a Rate with its interval."""
     return funnel.rate(stage)
+
+
+@register.filter
+def markable(recipient, status_name: str) -> bool:
+    """Whether a person may mark this sent recipient `status_name` (REPLIED or CLOSED) now: the
+    status ledger's own rule, for the buttons to offer only what would change something."""
+    from ..models import BlastRecipient
+    from ..statuses import can_move
+
+    Status = BlastRecipient.Status
+    return recipient.status >= Status.PENDING and can_move(recipient.status, Status[status_name])

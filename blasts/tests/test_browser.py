@@ -216,6 +216,8 @@ def test_a_marketer_signs_in_creates_a_blast_and_watches_it_fill_in(
           document.body.addEventListener("htmx:afterSwap", () => window.__swaps++);
         }"""
     )
+    page.fill("#id_message", "Half-typed follow-up")  # issue 18, item 2: the refreshes must keep it
+    expect(page.locator("#recipients-live tbody")).to_contain_text("Queued")
     failures, stop = [], threading.Event()
 
     def sender():
@@ -256,6 +258,14 @@ def test_a_marketer_signs_in_creates_a_blast_and_watches_it_fill_in(
         "Funnel: sent 3, received 3, read 3, replied 0, closed 0."
     )
     expect(page.locator("#live .progress")).to_contain_text("3 of 3 done")
+    # Issue 18, item 2: the rest of the page followed without a reload, and kept what was typed.
+    reached = page.locator("#timing-live table.timing tbody tr").filter(has_text="Read").locator("td").first
+    expect(reached).to_have_text("3")
+    expect(page.locator("#timing-live")).to_contain_text("Read 3: 3 by read receipt")
+    expect(page.locator("#recipients-live tbody")).not_to_contain_text("Queued")
+    expect(page.locator("#recipients-live tbody tr").filter(has_text="Read")).to_have_count(3)
+    expect(page.locator("#history-live")).to_contain_text("Completed")
+    expect(page.locator("#id_message")).to_have_value("Half-typed follow-up")
     shot(page, "create-blast-6-funnel-filled-in")
     assert set(blast.recipients.values_list("status", flat=True)) == {Status.READ_ACK}
 
@@ -513,3 +523,64 @@ def test_the_overview_funnel_and_the_per_day_table_agree_on_sent(live_server, ma
     assert (int(funnel_sent), day_sent) == (EXPECTED["sent"], EXPECTED["sent"])
     expect(page.locator("figure.funnel .apart")).to_contain_text(f"Failed {EXPECTED['failed']}")
     shot(page, "overview-sent-agrees")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_closing_a_sale_from_the_recipients_table_and_the_recipient_page(live_server, marketer, new_page):
+    """Issue 18, item 12: one click in the table, or a note and a deal value on the recipient's page."""
+    blast = make_blast(3, tag="Sale", status=Status.READ_ACK)
+    first, second, _ = blast.recipients.order_by("id")
+    page = new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    sign_in(page, live_server)
+    page.goto(f"{live_server.url}/blasts/{blast.pk}/?status=READ_ACK")
+    page.get_by_role("button", name=f"Mark {first.phone} closed").click()
+    expect(page.locator(".messages")).to_contain_text(f"{first.phone} marked closed.")
+    expect(page).to_have_url(re.compile(r"\?status=READ_ACK#recipients$"))  # back where the click was
+    expect(page.locator("#live figcaption")).to_contain_text("closed 1.")
+    shot(page, "phone-mark-closed-from-the-table")
+
+    page.goto(f"{live_server.url}/blasts/{blast.pk}/recipients/{second.pk}/")
+    page.fill("input[name=note]", "Bought 2 boxes")
+    page.fill("input[name=deal_value]", "149.90")
+    page.get_by_role("button", name="Mark closed (sale made)").click()
+    expect(page.locator(".messages")).to_contain_text(f"{second.phone} marked closed.")
+    expect(page.locator("main")).to_contain_text("Marked: deal RM 149.90 · Bought 2 boxes")
+    second.refresh_from_db()
+    assert (second.status, str(second.deal_value), second.mark_note) == (
+        Status.CLOSED,
+        "149.90",
+        "Bought 2 boxes",
+    )
+    shot(page, "phone-mark-closed-with-a-value")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_filters_say_what_is_wrong_and_offer_the_tags_there_are(live_server, marketer, new_page):
+    """Issue 18, item 9: date pickers, a reversed range is an error, tags offered and found in any case."""
+    make_blast(2, tag="Raya Promo 2026")
+    make_blast(2, tag="Merdeka", follow_up_stage="Follow-up 1")
+    page = new_page()
+    sign_in(page, live_server)
+    filters = page.get_by_role("form", name="Filter blasts")
+    expect(filters.locator("input[name=date_from]")).to_have_attribute("type", "date")
+    options = page.locator("#tag-choices option")
+    assert [options.nth(i).get_attribute("value") for i in range(options.count())] == [
+        "Merdeka",
+        "Raya Promo 2026",
+    ]
+
+    filters.locator("input[name=date_from]").fill("2026-12-05")
+    filters.locator("input[name=date_to]").fill("2026-12-01")
+    filters.get_by_role("button", name="Filter").click()
+    expect(filters.locator(".error")).to_have_text(
+        "To (01 Dec 2026) is before From (05 Dec 2026): swap them."
+    )
+
+    page.goto(f"{live_server.url}/?tag=raya")
+    hint = page.locator("#similar-tags")
+    expect(hint).to_contain_text("No blast has the tag “raya”. Tags like it:")
+    hint.get_by_role("link", name="Raya Promo 2026").click()
+    expect(page.locator(".totals")).to_contain_text("1 blasts")
+    page.goto(f"{live_server.url}/?tag=raya promo 2026&stage=INITIAL")  # any case
+    expect(page.locator(".totals")).to_contain_text("1 blasts")
+    shot(page, "filters-any-case")

@@ -95,3 +95,9 @@ def test_a_file_kept_by_a_preview_is_used_by_create_and_a_forged_one_is_not(admi
         == 302
     )
     assert Blast.objects.get().recipients.get().name == "Ali"
+
+
+def test_a_reversed_date_range_is_a_400_naming_the_field(admin_client):
+    response = admin_client.get("/api/blasts", {"date_from": "2026-12-05", "date_to": "2026-12-01"})
+    assert response.status_code == 400
+    assert response.json() == {"date_to": ["To (01 Dec 2026) is before From (05 Dec 2026): swap them."]}

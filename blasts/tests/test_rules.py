@@ -119,6 +119,8 @@ def _selector_calls(blast: Blast, recipient: BlastRecipient) -> dict:
         compare.comparable_choices: lambda: compare.comparable_choices(),
         compare.blast_sequence: lambda: compare.blast_sequence(blast),
         selectors.workers_status: lambda: selectors.workers_status(),
+        selectors.blast_filter_choices: lambda: selectors.blast_filter_choices(),
+        selectors.tags_like: lambda: selectors.tags_like("launch"),
         unmatched.blast_unmatched: lambda: unmatched.blast_unmatched(blast),
         unmatched.recipient_send_started: lambda: unmatched.recipient_send_started(recipient),
         unmatched.recipient_match_choices: lambda: unmatched.recipient_match_choices(recipient),
@@ -209,7 +211,18 @@ def test_the_pages_the_api_and_the_admin_refuse_a_move_in_the_same_words(admin_c
 # --- the layout: imports run one way ------------------------------------------------------------
 
 APP = Path(__file__).resolve().parents[1]
-INTERFACES = ("views", "api", "admin", "forms", "filters", "serializers", "urls", "webhooks", "management")
+INTERFACES = (
+    "views",
+    "actions",
+    "api",
+    "admin",
+    "forms",
+    "filters",
+    "serializers",
+    "urls",
+    "webhooks",
+    "management",
+)
 CORE = ("models", "statuses", "recipients", "text", "threads", "templatetags", "gateway.client")
 
 
