@@ -8,6 +8,7 @@ from .follow_ups import MAX_AGE_HOURS
 from .models import Blast, BlastRecipient, OptOut, validate_placeholders
 from .recipients import ParsedRecipients, normalize_phone, parse_recipients, rows_from_text
 from .statuses import FOLLOW_UP_FROM
+from .templatetags.blasts_extras import zone_name
 
 CSV_MAX_BYTES = 2 * 1024 * 1024
 KEPT_SALT = "blasts.new-blast.file"  # a file previewed once is carried, signed, to Create
@@ -33,10 +34,16 @@ class BlastCreateForm(forms.ModelForm):
     class Meta:
         model = Blast
         fields = ["tag", "follow_up_stage", "message", "device", "scheduled_at", "parent"]
+        widgets = {  # a date-time picker, read in the site's zone
+            "scheduled_at": forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
+        }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["device"].initial = settings.WSAPME_DEVICE
+        self.fields[
+            "scheduled_at"
+        ].help_text = f"Send no earlier than this, in {zone_name()} time ({settings.TIME_ZONE}). Empty: as soon as it is sent."
         self.parsed = ParsedRecipients()
         self.kept, self.kept_name = "", ""  # the uploaded file, signed, for the next submit
 

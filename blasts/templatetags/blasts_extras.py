@@ -51,3 +51,22 @@ def markable(recipient, status_name: str) -> bool:
 
     Status = BlastRecipient.Status
     return recipient.status >= Status.PENDING and can_move(recipient.status, Status[status_name])
+
+
+@register.filter
+def state_words(blast) -> str:
+    """A blast's state as people need it: a queued blast waiting for its time says when, with the day
+    and the zone ("Scheduled for Tue 1 Dec, 09:00 (Kuala Lumpur)")."""
+    from django.utils import timezone
+
+    if blast.state == "queued" and blast.scheduled_at and blast.scheduled_at > timezone.now():
+        return f"Scheduled for {timezone.localtime(blast.scheduled_at):%a %-d %b, %H:%M} ({zone_name()})"
+    return blast.get_state_display()
+
+
+@register.simple_tag
+def zone_name() -> str:
+    """The site's time zone as a place: "Kuala Lumpur" for Asia/Kuala_Lumpur."""
+    from django.conf import settings
+
+    return settings.TIME_ZONE.rsplit("/", 1)[-1].replace("_", " ")

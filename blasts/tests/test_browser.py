@@ -343,11 +343,17 @@ def test_pages_are_usable_at_phone_width(live_server, marketer, new_page):
     page = new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     sign_in(page, live_server)
 
+    other = Blast.objects.exclude(pk=blast.pk).get()
+    recipient = blast.recipients.first()
     pages = {
         "phone-blast-list": "/",
         "phone-blast-page": f"/blasts/{blast.pk}/",
         "phone-new-blast": "/blasts/new/",
         "phone-overview": "/overview/",
+        "phone-compare": f"/compare/?a=blast:{blast.pk}&b=blast:{other.pk}",
+        "phone-status": "/status/",
+        "phone-recipient": f"/blasts/{blast.pk}/recipients/{recipient.pk}/",
+        "phone-sequence": f"/blasts/{blast.pk}/sequence/",
     }
     too_wide = {}
     for name, path in pages.items():
@@ -362,6 +368,23 @@ def test_pages_are_usable_at_phone_width(live_server, marketer, new_page):
         if scroll > client + 1 or inner != 390:
             too_wide[path] = {"scrollWidth": scroll, "clientWidth": client, "innerWidth": inner}
     assert not too_wide, f"pages wider than the phone: {too_wide}"
+
+    # Issue 18, item 10: cards keep their labels, and no column of a number table is dropped.
+    page.goto(f"{live_server.url}/")
+    expect(page.locator("table.list tbody td[data-label='Sent']").first).to_be_visible()
+    expect(page.locator("table.list tbody td[data-label='Sent']").first).to_have_text("2")  # newest first
+    page.goto(f"{live_server.url}/blasts/{blast.pk}/")
+    stuck = page.locator("#live table.stuck")
+    for head in ("1\N{EN DASH}6 h", "Probable cause", "List"):
+        assert stuck.locator("thead th", has_text=head).is_visible() or stuck.locator(
+            "thead th", has_text=head
+        ).evaluate("th => getComputedStyle(th).display !== 'none'"), head
+    stuck.scroll_into_view_if_needed()
+    stuck.evaluate("table => { table.scrollLeft = table.scrollWidth; }")  # scrolled to its last column …
+    box = stuck.locator("tbody th").first.bounding_box()
+    assert 0 <= box["x"] < 390, box  # … the status names stay in view
+    shot(page, "phone-stuck-scrolled")
+    expect(page.locator("#recipients-live td[data-label='Status']").first).to_be_visible()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -584,3 +607,29 @@ def test_filters_say_what_is_wrong_and_offer_the_tags_there_are(live_server, mar
     page.goto(f"{live_server.url}/?tag=raya promo 2026&stage=INITIAL")  # any case
     expect(page.locator(".totals")).to_contain_text("1 blasts")
     shot(page, "filters-any-case")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_scheduled_blast_says_when_with_the_day_and_the_zone(live_server, marketer, new_page):
+    """Issue 18, item 11: a date-time picker naming the zone; "Scheduled for …" on the page and the list."""
+    page = new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    sign_in(page, live_server)
+    page.goto(f"{live_server.url}/blasts/new/")
+    expect(page.locator("#id_scheduled_at")).to_have_attribute("type", "datetime-local")
+    expect(page.locator("#id_scheduled_at_helptext")).to_contain_text(
+        "in Kuala Lumpur time (Asia/Kuala_Lumpur)"
+    )
+    page.fill("#id_tag", "Christmas")
+    page.fill("#id_message", "Merry Christmas {first_name|friend}!")
+    page.fill("#id_device", "5850")
+    page.fill("#id_scheduled_at", "2099-12-24T09:00")
+    page.fill("#id_recipients_text", "0123456789,Ali\n")
+    page.get_by_role("button", name="Create draft").click()
+    expect(page).to_have_url(re.compile(r"/blasts/\d+/$"))
+    page.get_by_role("button", name="Send", exact=True).click()
+    expect(page.locator("#live .state")).to_have_text("Scheduled for Thu 24 Dec, 09:00 (Kuala Lumpur)")
+    page.goto(f"{live_server.url}/")
+    expect(page.locator("table.list .state").first).to_have_text(
+        "Scheduled for Thu 24 Dec, 09:00 (Kuala Lumpur)"
+    )
+    shot(page, "phone-scheduled-blast")

@@ -6,3 +6,19 @@ document.addEventListener("submit", (event) => {
     event.preventDefault();
   }
 });
+
+// At phone width a list table becomes cards: each cell says what it is, from its column's head.
+function labelCells(root) {
+  root.querySelectorAll("table.list").forEach((table) => {
+    const heads = [...table.querySelectorAll("thead th")].map((th) => th.textContent.trim());
+    table.querySelectorAll("tbody tr").forEach((row) => {
+      [...row.children].forEach((cell, index) => {
+        if (heads[index] && !cell.dataset.label && !cell.hasAttribute("colspan")) {
+          cell.dataset.label = heads[index];
+        }
+      });
+    });
+  });
+}
+document.addEventListener("DOMContentLoaded", () => labelCells(document));
+document.addEventListener("htmx:afterSettle", () => labelCells(document));
