@@ -6,7 +6,7 @@ from django.core import signing
 
 from .follow_ups import MAX_AGE_HOURS
 from .models import Blast, BlastRecipient, OptOut, validate_placeholders
-from .recipients import ParsedRecipients, normalize_phone, parse_recipients, rows_from_text
+from .recipients import ParsedRecipients, normalize_phone, parse_recipients, rows_from_text, xlsx_as_csv
 from .statuses import FOLLOW_UP_FROM
 from .templatetags.blasts_extras import zone_name
 
@@ -26,9 +26,11 @@ class BlastCreateForm(forms.ModelForm):
         help_text="One per line: phone, or phone,name. Local numbers are read as Malaysian.",
     )
     recipients_file = forms.FileField(
-        label="…or a CSV file",
+        label="…or a file",
+        widget=forms.ClearableFileInput(attrs={"accept": ".csv,.txt,.xlsx,text/csv"}),
         required=False,
-        help_text="Columns phone,name; a header row is optional.",
+        help_text="CSV (comma, semicolon or tab) or Excel .xlsx; a header row names the phone and name "
+        "columns (English or Malay: phone, mobile, no. telefon, nama …), else phone first, then name.",
     )
 
     class Meta:
@@ -46,6 +48,7 @@ class BlastCreateForm(forms.ModelForm):
         ].help_text = f"Send no earlier than this, in {zone_name()} time ({settings.TIME_ZONE}). Empty: as soon as it is sent."
         self.parsed = ParsedRecipients()
         self.kept, self.kept_name = "", ""  # the uploaded file, signed, for the next submit
+        self.file_note = ""  # how the file was read, when people should know
 
     def _kept_file(self) -> str:
         """The text of the file a preview kept (nothing if none, or if its signature does not hold)."""
@@ -62,10 +65,22 @@ class BlastCreateForm(forms.ModelForm):
             return self._kept_file()  # previewed before: Create needs no second upload
         if upload.size > CSV_MAX_BYTES:
             raise forms.ValidationError(f"The file is larger than {CSV_MAX_BYTES // 1024 // 1024} MB.")
-        try:
-            text = upload.read().decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise forms.ValidationError("The file is not UTF-8 text; save it as 'CSV UTF-8'.") from None
+        data = upload.read()
+        if data.startswith(b"PK\x03\x04"):  # a zip: an .xlsx workbook
+            try:
+                text = xlsx_as_csv(data)
+            except ValueError:
+                raise forms.ValidationError(
+                    "This Excel file could not be read: save it again from Excel, or as 'CSV UTF-8'."
+                ) from None
+        else:
+            try:
+                text = data.decode("utf-8-sig")
+            except UnicodeDecodeError:  # Excel's plain "CSV" on Windows
+                text = data.decode("cp1252", errors="replace")
+                self.file_note = (
+                    "The file is not UTF-8: it was read as Windows-1252. Check that the names look right."
+                )
         self.kept_name = upload.name
         self.kept = signing.dumps({"name": upload.name, "text": text}, salt=KEPT_SALT, compress=True)
         return text

@@ -18,7 +18,6 @@ from .models import PLACEHOLDER
 
 NAME_MAX_LENGTH = 100
 NAMED = ("name", "first_name")  # the placeholders a missing name leaves blank
-PHONE_HEADERS = {"phone", "phone number", "phone_number", "number", "mobile", "whatsapp", "to"}
 
 _REASONS = {
     phonenumbers.ValidationResult.INVALID_COUNTRY_CODE: "unknown country code",
@@ -114,7 +113,8 @@ def parse_recipients(rows: Iterable[tuple[str, str, str]]) -> ParsedRecipients:
         try:
             phone = normalize_phone(raw_phone)
         except ValueError as exc:
-            parsed.row_errors[position] = f"{_shorten(raw_phone)!r} is {exc}."
+            why = f": {EXCEL_CHANGED}" if SCIENTIFIC.match(raw_phone) else f" is {exc}"
+            parsed.row_errors[position] = f"{_shorten(raw_phone)!r}{why}."
             parsed.errors.append(f"{position}: {parsed.row_errors[position]}")
             parsed.rejected.append((position, raw_phone, name, parsed.row_errors[position]))
             continue
@@ -144,27 +144,126 @@ def parse_recipients(rows: Iterable[tuple[str, str, str]]) -> ParsedRecipients:
     return parsed
 
 
-def rows_from_text(text: str, label: str = "Line") -> list[tuple[str, str, str]]:
-    """("Line 3", phone, name) from pasted or uploaded CSV text.
+# Header words, English and Malay, as marketers' tools write them (lowercased, dots and extra spaces
+# gone): the phone column and the name column, or the given and family name columns.
+PHONE_HEADERS = {
+    "phone", "phone number", "phone_number", "number", "mobile", "mobile phone", "mobile number", "whatsapp",
+    "to", "tel", "telephone", "telefon", "no telefon", "nombor", "nombor telefon", "no tel", "h/p", "no h/p",
+    "handphone", "no handphone", "phone 1 - value",
+}  # fmt: skip
+NAME_HEADERS = {"name", "nama", "full name", "nama penuh", "display name", "customer", "pelanggan"}
+GIVEN_HEADERS = {"given name", "first name", "nama pertama"}
+FAMILY_HEADERS = {"family name", "last name", "surname", "nama keluarga"}
+SEPARATORS = re.compile(r"\s*(?::::|[;/|,]|\s{2,})\s*")  # numbers sharing a cell: "a ::: b" (Google), "a / b"
+SCIENTIFIC = re.compile(r"^\d(?:\.\d+)?[eE]\+?\d+$")  # what Excel makes of a long number: 6.01235E+10
+EXCEL_CHANGED = "Excel changed this number: format the column as Text and export again"
 
-    Blank lines are skipped. A first row naming a phone column ("phone", "number", ...)
-    is a header, and its "name" column is used wherever it stands.
+
+def _header(cell: str) -> str:
+    return " ".join(cell.replace(".", " ").lower().split())
+
+
+@dataclass(frozen=True)
+class Columns:
+    phone: int = 0
+    name: int | None = 1
+    family: int | None = None  # with `name` as the given name
+
+    @classmethod
+    def from_header(cls, cells: list[str]) -> "Columns | None":
+        """The columns a header row names, or None when the row is not a header."""
+        headers = [_header(cell) for cell in cells]
+        phone = next((i for i, h in enumerate(headers) if h in PHONE_HEADERS), None)
+        if phone is None:
+            return None
+        name = next((i for i, h in enumerate(headers) if h in NAME_HEADERS), None)
+        given = next((i for i, h in enumerate(headers) if h in GIVEN_HEADERS), None)
+        family = next((i for i, h in enumerate(headers) if h in FAMILY_HEADERS), None)
+        if name is None and given is not None:
+            return cls(phone, given, family)
+        return cls(phone, name)
+
+    def read(self, cells: list[str]) -> tuple[str, str]:
+        def cell(index):
+            return cells[index] if index is not None and index < len(cells) else ""
+
+        name = " ".join(part for part in (cell(self.name), cell(self.family)) if part)
+        return _first_number(cell(self.phone)), name
+
+
+def _first_number(cell: str) -> str:
+    """The cell's number; of several, the first mobile (else the first that is a number at all)."""
+    parts = [part for part in SEPARATORS.split(cell.strip()) if part]
+    if len(parts) < 2:
+        return cell.strip()
+    numbers = []
+    for part in parts:
+        try:
+            numbers.append(phonenumbers.parse(part, settings.PHONE_DEFAULT_REGION))
+        except phonenumbers.NumberParseException:
+            continue
+    mobile = phonenumbers.PhoneNumberType.MOBILE
+    for number in numbers:
+        if phonenumbers.is_valid_number(number) and phonenumbers.number_type(number) == mobile:
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return parts[0]
+
+
+def _delimiter(text: str) -> str:
+    """Comma, semicolon (Excel in many locales) or tab, whichever the first lines use."""
+    sample = "\n".join(text.splitlines()[:20])
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t").delimiter
+    except csv.Error:
+        return ","
+
+
+def rows_from_cells(rows: Iterable[list[str]], label: str = "Line") -> list[tuple[str, str, str]]:
+    """("Line 3", phone, name) from rows of cells (CSV lines or spreadsheet rows, counted from 1).
+
+    Blank rows are skipped. A first row naming a phone column (in English or Malay) is a header,
+    and its name columns are used wherever they stand.
     """
-    rows = []
-    phone_col, name_col = 0, 1
-    reader = csv.reader(io.StringIO(text))
-    for cells in reader:
-        cells = [cell.strip() for cell in cells]
+    result, columns, first = [], Columns(), True
+    for number, cells in enumerate(rows, start=1):
+        cells = [str(cell if cell is not None else "").strip() for cell in cells]
         if not any(cells):
             continue
-        headers = [cell.lower() for cell in cells]
-        if not rows and PHONE_HEADERS.intersection(headers):
-            phone_col = next(i for i, h in enumerate(headers) if h in PHONE_HEADERS)
-            name_col = headers.index("name") if "name" in headers else None
+        header, first = first and Columns.from_header(cells), False  # only the first row may be one
+        if header:
+            columns = header
             continue
-        name = cells[name_col] if name_col is not None and name_col < len(cells) else ""
-        rows.append((f"{label} {reader.line_num}", cells[phone_col] if phone_col < len(cells) else "", name))
-    return rows
+        phone, name = columns.read(cells)
+        result.append((f"{label} {number}", phone, name))
+    return result
+
+
+def rows_from_text(text: str, label: str = "Line") -> list[tuple[str, str, str]]:
+    """Rows from pasted or uploaded CSV text, whatever its delimiter (quotes kept: "Tan, Ah Kow")."""
+    text = text.lstrip("\ufeff")
+    return rows_from_cells(csv.reader(io.StringIO(text), delimiter=_delimiter(text)), label)
+
+
+def xlsx_as_csv(data: bytes) -> str:
+    """An Excel workbook's first sheet as CSV text, numbers as the digits they are (never 6.01E+10).
+    Raises ValueError when it is not a workbook we can read."""
+    import zipfile
+
+    import openpyxl
+
+    try:
+        sheet = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True).worksheets[0]
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError, IndexError) as exc:
+        raise ValueError("not an Excel workbook") from exc
+
+    def text(value):
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return "" if value is None else str(value)
+
+    out = io.StringIO()
+    csv.writer(out).writerows([text(value) for value in row] for row in sheet.iter_rows(values_only=True))
+    return out.getvalue()
 
 
 def _shorten(value: str, limit: int = 40) -> str:

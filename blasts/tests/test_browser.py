@@ -633,3 +633,29 @@ def test_a_scheduled_blast_says_when_with_the_day_and_the_zone(live_server, mark
         "Scheduled for Thu 24 Dec, 09:00 (Kuala Lumpur)"
     )
     shot(page, "phone-scheduled-blast")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("file", "first"),
+    [
+        ("google_contacts.csv", "Salam Aisyah!"),
+        ("contacts.xlsx", "Salam Aminah!"),
+        ("semicolon.csv", "Salam Ali!"),
+    ],
+)
+def test_real_files_from_real_tools_preview_their_recipients(live_server, marketer, new_page, file, first):
+    """Issue 18, item 5: a Google Contacts export, an Excel workbook, a semicolon CSV."""
+    page = new_page()
+    sign_in(page, live_server)
+    page.goto(f"{live_server.url}/blasts/new/")
+    page.fill("#id_tag", "Files")
+    page.fill("#id_message", "Salam {first_name}!")
+    page.fill("#id_device", "5850")
+    page.set_input_files("#id_recipients_file", str(Path(__file__).parent / "fixtures" / "recipients" / file))
+    page.get_by_role("button", name="Preview").click()
+    preview = page.get_by_role("region", name="Preview")
+    expect(preview).to_contain_text("2 recipients, 0 duplicates dropped.")
+    expect(preview.locator("table.texts")).to_contain_text(first)
+    expect(preview.locator("table.rejected")).to_have_count(0)
+    shot(page, f"preview-{file.replace('.', '-')}")

@@ -2,6 +2,8 @@
 and bad lines are shown beside the good ones instead of blocking them. The browser journey is in
 test_browser.py; these pin the rules underneath."""
 
+from pathlib import Path
+
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -101,3 +103,49 @@ def test_a_reversed_date_range_is_a_400_naming_the_field(admin_client):
     response = admin_client.get("/api/blasts", {"date_from": "2026-12-05", "date_to": "2026-12-01"})
     assert response.status_code == 400
     assert response.json() == {"date_to": ["To (01 Dec 2026) is before From (05 Dec 2026): swap them."]}
+
+
+# --- the files marketers have (issue 18, item 5) ------------------------------------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures" / "recipients"
+
+
+@pytest.mark.parametrize(
+    ("file", "recipients", "errors"),
+    [
+        ("google_contacts.csv", [("+60123456789", "Aisyah Rahman"), ("+60129876543", "Wei Ming Tan")], []),
+        ("excel_utf8_bom.csv", [("+60123456789", "Siti Nurhaliza"), ("+60198765432", "Tan, Ah Kow")], []),
+        ("semicolon.csv", [("+60123456789", "Ali bin Abu"), ("+60198765432", "Nurul Izzah")], []),
+        ("malay_headers.csv", [("+60123456789", "Siti"), ("+60198765432", "Ahmad")], []),
+        ("contacts.xlsx", [("+60123456789", "Aminah"), ("+60198765432", "Kumar")], []),
+        ("windows_1252.csv", [("+60123456789", "Renée")], []),
+        (
+            "excel_scientific.csv",
+            [("+60123456789", "Tan")],
+            [
+                "CSV line 2: '6.01235E+10': Excel changed this number: format the column as Text and export again."
+            ],
+        ),
+    ],
+)
+def test_the_files_marketers_have_are_read(admin_client, file, recipients, errors):
+    upload = SimpleUploadedFile(file, (FIXTURES / file).read_bytes())
+    response = admin_client.post(reverse("blast-new"), {**FORM, "preview": "1", "recipients_file": upload})
+    form = response.context["form"]
+    assert [(r.phone, r.name) for r in form.parsed.recipients] == recipients
+    assert form.parsed.errors == errors
+    assert ("Windows-1252" in form.file_note) is (file == "windows_1252.csv")
+
+
+def test_a_broken_excel_file_is_refused_with_what_to_do(admin_client):
+    upload = SimpleUploadedFile("contacts.xlsx", b"PK\x03\x04 not really a workbook")
+    response = admin_client.post(reverse("blast-new"), {**FORM, "preview": "1", "recipients_file": upload})
+    assert response.context["form"].errors["recipients_file"] == [
+        "This Excel file could not be read: save it again from Excel, or as 'CSV UTF-8'."
+    ]
+
+
+def test_a_pasted_line_with_a_quoted_comma_keeps_the_whole_name(admin_client):
+    data = {**FORM, "preview": "1", "recipients_text": '0123456789,"Tan, Ah Kow"'}
+    parsed = admin_client.post(reverse("blast-new"), data).context["form"].parsed
+    assert [(r.phone, r.name) for r in parsed.recipients] == [("+60123456789", "Tan, Ah Kow")]

@@ -115,8 +115,8 @@ def test_the_overview_leaves_out_the_gateway_share_the_blast_page_shows(db):
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
-        ("blast-list", 6),  # session, user, count, page of blasts, their funnels, totals
-        ("overview", 5),  # session, user, per day, every funnel, timings
+        ("blast-list", 7),  # session, user, count, page of blasts, their funnels, totals, the filters' tags
+        ("overview", 6),  # session, user, per day, every funnel, timings, the filters' tags
     ],
 )
 def test_the_reporting_pages_take_a_fixed_number_of_queries(
