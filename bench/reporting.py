@@ -2,7 +2,8 @@
 
 Milliseconds (median of repeated runs, warm cache) and query counts of: one blast's funnel and its
 stuck breakdown (the selectors), the list of 50 blasts with metrics (the API) and the list page
-(HTML, with totals over every blast), and the overview over a month (HTML). The pages go through
+(HTML, with totals over every blast), the overview over a month (HTML), and a new blast's preview
+of 1,000 pasted lines (compared with parsing the lines alone). The pages go through
 the whole Django stack in process (middleware, session, templates), not over HTTP. Each is
 compared with one raw count(*) over the same recipients in the same run: the least any query
 answering it must read.
@@ -15,9 +16,9 @@ from functools import partial
 
 from bench import common
 
-FULL = {"blasts": 2000, "per_blast": 500, "days": 120, "samples": 20, "repeats": 7}
-SMOKE = {"blasts": 20, "per_blast": 100, "days": 40, "samples": 3, "repeats": 2}
-TARGETS_MS = {"funnel": 20, "stuck": None, "list": 100, "overview": 300}
+FULL = {"blasts": 2000, "per_blast": 500, "days": 120, "samples": 20, "repeats": 7, "preview": 1000}
+SMOKE = {"blasts": 20, "per_blast": 100, "days": 40, "samples": 3, "repeats": 2, "preview": 100}
+TARGETS_MS = {"funnel": 20, "stuck": None, "list": 100, "overview": 300, "preview": 1000}
 
 # Where recipients end, cumulative shares in funnel order (a blast with receipts mostly on).
 ENDS = (
@@ -258,7 +259,35 @@ def bench(smoke: bool) -> list[common.Row]:
         ms = median_ms(get, repeats)
         ref = median_ms(partial(raw_count, sql, params), repeats)
         rows.append(report(figure, ms, ref, count_queries(get), target, f"{what}; median of {repeats}"))
+    rows.append(preview_figure(client, size["preview"], repeats))
     return rows
+
+
+def preview_figure(client, lines: int, repeats: int) -> common.Row:
+    """POST /blasts/new/ with Preview: every line parsed, the texts counted, the bad line listed."""
+    from blasts.recipients import parse_recipients, rows_from_text
+
+    text = "\n".join(f"01{2 + i % 8}{i:07d},Name {i}" for i in range(lines)) + "\n12345,Typo\n"
+    form = {"tag": "Bench", "follow_up_stage": "Initial", "message": "Salam {first_name|Tuan/Puan}!",
+            "device": "bench", "recipients_text": text, "preview": "1"}  # fmt: skip
+
+    def preview():
+        response = client.post("/blasts/new/", form)
+        common.check(response.status_code == 200 and b"Lines left out" in response.content, "no preview")
+
+    preview()  # warm
+    ms = median_ms(preview, repeats)
+    ref = median_ms(lambda: parse_recipients(rows_from_text(text)), repeats)
+    limit = TARGETS_MS["preview"]
+    return common.Row(
+        f"4. New blast: preview of {lines:,} pasted lines (HTML)",
+        f"{ms:.1f} ms, {count_queries(preview)} queries",
+        f"parsing alone {ref:.1f} ms",
+        f"{ms / ref:.2f}x",
+        f"< {limit} ms",
+        ms < limit,
+        f"POST /blasts/new/ with Preview, one line not a number; median of {repeats}",
+    )
 
 
 def report(figure: str, ms: float, ref_ms: float, queries: int, target: str, what: str) -> common.Row:

@@ -36,16 +36,14 @@ class BlastCreateForm(forms.ModelForm):
     class Meta:
         model = Blast
         fields = ["tag", "follow_up_stage", "message", "device", "scheduled_at", "parent"]
-        widgets = {  # a date-time picker, read in the site's zone
-            "scheduled_at": forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
-        }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["device"].initial = settings.WSAPME_DEVICE
-        self.fields[
-            "scheduled_at"
-        ].help_text = f"Send no earlier than this, in {zone_name()} time ({settings.TIME_ZONE}). Empty: as soon as it is sent."
+        when = self.fields["scheduled_at"]
+        if type(when) is forms.DateTimeField:  # the pages' form; the admin splits it into its own pickers
+            when.widget = forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
+        when.help_text = f"Send no earlier than this, in {zone_name()} time ({settings.TIME_ZONE}). Empty: as soon as it is sent."
         self.parsed = ParsedRecipients()
         self.kept, self.kept_name = "", ""  # the uploaded file, signed, for the next submit
         self.file_note = ""  # how the file was read, when people should know
@@ -73,6 +71,8 @@ class BlastCreateForm(forms.ModelForm):
                 raise forms.ValidationError(
                     "This Excel file could not be read: save it again from Excel, or as 'CSV UTF-8'."
                 ) from None
+        elif data.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode Text": UTF-16, tab-separated
+            text = data.decode("utf-16", errors="replace")
         else:
             try:
                 text = data.decode("utf-8-sig")
@@ -81,6 +81,8 @@ class BlastCreateForm(forms.ModelForm):
                 self.file_note = (
                     "The file is not UTF-8: it was read as Windows-1252. Check that the names look right."
                 )
+        if "\x00" in text:
+            raise forms.ValidationError("This file is not text: save it as 'CSV UTF-8', or upload the .xlsx.")
         self.kept_name = upload.name
         self.kept = signing.dumps({"name": upload.name, "text": text}, salt=KEPT_SALT, compress=True)
         return text

@@ -78,10 +78,10 @@ def test_the_device_field_starts_with_the_configured_device(admin_client, settin
         (
             {
                 "recipients_text": "",
-                "recipients_file": SimpleUploadedFile("l.csv", "0123456789,Zoë".encode("utf-16")),
+                "recipients_file": SimpleUploadedFile("l.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"),
             },
             "recipients_file",
-            "The file is not UTF-8 text; save it as 'CSV UTF-8'.",
+            "This file is not text: save it as 'CSV UTF-8', or upload the .xlsx.",
         ),
         ({"tag": ""}, "tag", "This field is required."),
     ],

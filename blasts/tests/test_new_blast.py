@@ -119,6 +119,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "recipients"
         ("malay_headers.csv", [("+60123456789", "Siti"), ("+60198765432", "Ahmad")], []),
         ("contacts.xlsx", [("+60123456789", "Aminah"), ("+60198765432", "Kumar")], []),
         ("windows_1252.csv", [("+60123456789", "Renée")], []),
+        ("excel_unicode_text.txt", [("+60123456789", "Zoë")], []),
         (
             "excel_scientific.csv",
             [("+60123456789", "Tan")],
