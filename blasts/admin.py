@@ -111,6 +111,9 @@ class BlastAdmin(ActionPermissions, admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return may(request.user, "edit")
 
+    def has_delete_permission(self, request, obj=None):
+        return False  # a blast is cancelled, never deleted: its numbers and its audit trail stay
+
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:
             kwargs["form"] = BlastCreateForm
@@ -302,6 +305,9 @@ class BlastRecipientAdmin(ActionPermissions, PhoneSearch, admin.ModelAdmin):
     def has_add_permission(self, request):
         return False  # recipients are added with their blast
 
+    def has_delete_permission(self, request, obj=None):
+        return False  # taking one out would change a funnel with no trace
+
     def _mark(self, request, queryset, status):
         recipients, by = list(queryset), _by(request)
         changed = sum(recipient_mark(recipient=recipient, status=status, by=by) for recipient in recipients)
@@ -367,6 +373,9 @@ class DeviceAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return may(request.user, "device")
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # its pacing counters keep the device's caps honest; change it instead
 
     def save_model(self, request, obj, form, change):
         device_change(device=obj, changed=form.changed_data, by=_by(request))

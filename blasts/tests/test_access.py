@@ -338,3 +338,20 @@ def test_a_command_that_sends_a_draft_leaves_its_audit_row(db, settings, wsapme_
         (None, "command", Did.QUEUED),
         (None, "system", Did.COMPLETED),
     ]
+
+
+def test_nothing_that_counts_is_deleted_in_the_admin_not_even_by_a_superuser(db):
+    """Blasts are cancelled, recipients stay, devices are changed: deleting any would leave no trace."""
+    w = world()
+    client, _ = login("superuser")
+    device = Device.objects.create(device_id="5850")
+    for model, pk in (("blast", w.draft.pk), ("blastrecipient", w.read.pk), ("device", device.pk)):
+        assert client.post(f"{ADMIN_PATH}blasts/{model}/{pk}/delete/", {"post": "yes"}).status_code == 403
+        client.post(
+            f"{ADMIN_PATH}blasts/{model}/",
+            {"action": "delete_selected", "_selected_action": [pk], "post": "yes"},
+        )
+    assert (
+        Blast.objects.filter(pk=w.draft.pk).exists() and BlastRecipient.objects.filter(pk=w.read.pk).exists()
+    )
+    assert Device.objects.filter(pk=device.pk).exists()
