@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .models import AuditRecord, Blast
-from .text import fit
+from .text import clean_json, clean_text, fit
 
 Via = AuditRecord.Via
 Did = AuditRecord.Action
@@ -34,6 +34,6 @@ def audit_record(by: Actor, action: Did, *, blast: Blast | None = None, about: A
         via=by.via,
         action=action,
         blast=blast,
-        about=fit(AuditRecord, "about", str(about if about is not None else blast or "")),
-        detail=detail,
+        about=fit(AuditRecord, "about", clean_text(str(about if about is not None else blast or ""))),
+        detail=clean_json(detail),  # filters and notes are text from outside: storable in jsonb
     )

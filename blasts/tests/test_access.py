@@ -355,3 +355,13 @@ def test_nothing_that_counts_is_deleted_in_the_admin_not_even_by_a_superuser(db)
         Blast.objects.filter(pk=w.draft.pk).exists() and BlastRecipient.objects.filter(pk=w.read.pk).exists()
     )
     assert Device.objects.filter(pk=device.pk).exists()
+
+
+def test_an_export_whose_filter_holds_unstorable_text_is_still_audited(db):
+    """A query string is text from outside: a NUL in it must not break the audit row
+    (PostgreSQL refuses it in jsonb), and the export answers, not a traceback."""
+    w = world()
+    client, _ = login("marketer")
+    response = client.get(reverse("blast-recipients-csv", args=[w.sending.pk]), {"q": "a\x00b", "x\x00": "c"})
+    assert response.status_code == 200
+    assert AuditRecord.objects.get().detail["filters"] == {"q": "a\ufffdb", "x\ufffd": "c"}
