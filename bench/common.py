@@ -14,6 +14,7 @@ import os
 import secrets
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -444,3 +445,62 @@ def sent_blast(tag: str, source: str, params: tuple, *, message_id: str, **colum
     }
     insert_select(BlastRecipient, values | columns, source, params)
     return blast
+
+
+def median_ms(action, repeats: int) -> float:
+    """The median wall time of `action`, in milliseconds, over `repeats` runs."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def count_queries(action) -> int:
+    """How many queries `action` runs."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        action()
+    return len(queries)
+
+
+def rss_mb(pid: int) -> float | None:
+    """A process's resident memory now, in MB (None once it has ended)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    return next(
+        (int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmRSS:")), None
+    )
+
+
+def run_measured(
+    command: list[str], *, env: dict | None = None, every: float = 2.0
+) -> tuple[float, float, list[float], str]:
+    """Run `command` in its own process: (seconds, peak RSS MB as the kernel counts it, RSS MB sampled
+    every `every` seconds, its stdout). A failure stops the benchmark with the end of its stderr."""
+    with tempfile.TemporaryFile() as output, tempfile.TemporaryFile() as errors:
+        start = time.perf_counter()
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=errors)
+        samples: list[float] = []
+        done = threading.Event()
+
+        def sample():
+            while not done.wait(every):
+                if (mb := rss_mb(proc.pid)) is not None:
+                    samples.append(mb)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        done.set()
+        sampler.join()
+        output.seek(0), errors.seek(0)
+        code = os.waitstatus_to_exitcode(status)
+        check(code == 0, f"{' '.join(command[1:4])} exited {code}: {errors.read()[-2000:]!r}")
+        return seconds, usage.ru_maxrss / 1024, samples, output.read().decode()  # ru_maxrss: KiB

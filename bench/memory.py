@@ -6,12 +6,7 @@ its RSS is sampled as it goes, so growth with the blast's size shows.
 """
 
 import os
-import subprocess
 import sys
-import tempfile
-import threading
-import time
-from pathlib import Path
 
 from bench import common
 
@@ -20,41 +15,12 @@ SMOKE = {"recipients": 300, "small": 50, "concurrency": 4}
 TARGET_MB = 200.0
 
 
-def rss_mb(pid: int) -> float | None:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    return next(
-        (int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmRSS:")), None
-    )
-
-
 def send_blast(sandbox_url: str, blast_id: int, concurrency: int) -> tuple[float, float, list[float]]:
     """Run send_blast in its own process: (peak RSS MB, seconds, RSS MB sampled every 5 s)."""
     env = os.environ | {"WSAPME_BASE_URL": sandbox_url}
     command = [sys.executable, "manage.py", "send_blast", str(blast_id), "--concurrency", str(concurrency)]
-    with tempfile.TemporaryFile() as output:
-        start = time.perf_counter()
-        proc = subprocess.Popen(command, cwd=common.ROOT, env=env, stdout=output, stderr=output)
-        samples: list[float] = []
-        done = threading.Event()
-
-        def sample():
-            while not done.wait(5):
-                if (mb := rss_mb(proc.pid)) is not None:
-                    samples.append(mb)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        done.set()
-        sampler.join()
-        output.seek(0)
-        common.check(proc.returncode == 0, f"send_blast exited {proc.returncode}: {output.read()[-2000:]!r}")
-    return usage.ru_maxrss / 1024, seconds, samples  # ru_maxrss is in KiB on Linux
+    seconds, peak, samples, _ = common.run_measured(command, env=env, every=5)
+    return peak, seconds, samples
 
 
 def bench(smoke: bool) -> list[common.Row]:

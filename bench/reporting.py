@@ -146,24 +146,6 @@ def seed(blasts: int, per_blast: int, days: int) -> None:
         cursor.execute("VACUUM ANALYZE")
 
 
-def median_ms(action, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
-
-
-def count_queries(action) -> int:
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    with CaptureQueriesContext(connection) as queries:
-        action()
-    return len(queries)
-
-
 def raw_count(sql: str, params) -> None:
     from django.db import connection
 
@@ -213,10 +195,10 @@ def bench(smoke: bool) -> list[common.Row]:
         ("stuck", "stuck breakdown", blast_stuck),
     ):
         selector(completed[0].pk)  # warm
-        ms = statistics.median(median_ms(partial(selector, blast.pk), 1) for blast in completed)
+        ms = statistics.median(common.median_ms(partial(selector, blast.pk), 1) for blast in completed)
         count_one = partial(raw_count, "WHERE blast_id = %s")
-        ref = statistics.median(median_ms(partial(count_one, [blast.pk]), 1) for blast in completed)
-        queries = count_queries(partial(selector, completed[0].pk))
+        ref = statistics.median(common.median_ms(partial(count_one, [blast.pk]), 1) for blast in completed)
+        queries = common.count_queries(partial(selector, completed[0].pk))
         notes = (
             f"selector blast_{name}, median over {len(completed)} blasts of {size['per_blast']} recipients"
         )
@@ -256,9 +238,11 @@ def bench(smoke: bool) -> list[common.Row]:
     for figure, url, sql, params, target, what in cases:
         get = page(url)
         get()  # warm
-        ms = median_ms(get, repeats)
-        ref = median_ms(partial(raw_count, sql, params), repeats)
-        rows.append(report(figure, ms, ref, count_queries(get), target, f"{what}; median of {repeats}"))
+        ms = common.median_ms(get, repeats)
+        ref = common.median_ms(partial(raw_count, sql, params), repeats)
+        rows.append(
+            report(figure, ms, ref, common.count_queries(get), target, f"{what}; median of {repeats}")
+        )
     rows.append(preview_figure(client, size["preview"], repeats))
     return rows
 
@@ -276,12 +260,12 @@ def preview_figure(client, lines: int, repeats: int) -> common.Row:
         common.check(response.status_code == 200 and b"Lines left out" in response.content, "no preview")
 
     preview()  # warm
-    ms = median_ms(preview, repeats)
-    ref = median_ms(lambda: parse_recipients(rows_from_text(text)), repeats)
+    ms = common.median_ms(preview, repeats)
+    ref = common.median_ms(lambda: parse_recipients(rows_from_text(text)), repeats)
     limit = TARGETS_MS["preview"]
     return common.Row(
         f"4. New blast: preview of {lines:,} pasted lines (HTML)",
-        f"{ms:.1f} ms, {count_queries(preview)} queries",
+        f"{ms:.1f} ms, {common.count_queries(preview)} queries",
         f"parsing alone {ref:.1f} ms",
         f"{ms / ref:.2f}x",
         f"< {limit} ms",

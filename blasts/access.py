@@ -22,7 +22,12 @@ NEEDS: dict[str, str] = {
     "check_status": "blasts.send_blast",
     "export": "blasts.export_recipients",
     "mark": "blasts.mark_blastrecipient",
-    "opt_out": "blasts.change_optout",
+    "opt_out": "blasts.change_optout",  # add, remove and import opt-outs
+    "opt_out_export": "blasts.export_recipients",  # the list's phone numbers
+    "contact_edit": "blasts.change_contact",
+    "contact_import": "blasts.add_contact",
+    "segment_edit": "blasts.change_segment",  # create and change segments
+    "segment_delete": "blasts.delete_segment",
     "resend_unknown": "blasts.resolve_unknown",
     "match": "blasts.resolve_unknown",
     "device": "blasts.change_device",

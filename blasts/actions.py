@@ -109,7 +109,7 @@ class BlastCreatePageView(StaffOnly, FormView):
             return self.render_to_response(
                 self.get_context_data(
                     form=form,
-                    preview=messages_preview(fields["message"], form.parsed.recipients),
+                    preview=messages_preview(fields["message"], form.audience),
                     rejected_csv=_rejected_csv(form.parsed.rejected),
                     eta=eta,
                     parsed=form.parsed,

@@ -12,7 +12,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 
 from .access import allowed, may
 from .audit import Actor, Via
-from .forms import BlastCreateForm, OptOutForm
+from .forms import BlastCreateForm, BlastEditForm
 from .lifecycle import (
     BLAST_ACTIONS,
     blast_cancel,
@@ -21,12 +21,12 @@ from .lifecycle import (
     blast_resend_unknown,
     blast_resume,
 )
-from .models import AuditRecord, Blast, BlastRecipient, Device, OptOut, StatusHistory
+from .models import AuditRecord, Blast, BlastRecipient, Device, StatusHistory
 from .recipients import message_render, normalize_phone
 from .reporting.funnels import blast_funnel, blast_funnels
 from .selectors import blast_eta
 from .sending.pacing import Pacing, device_read
-from .services import blast_create, blast_edit, device_change, opt_out_add, opt_out_remove, recipient_mark
+from .services import blast_create, blast_edit, device_change, recipient_mark
 
 admin.site.site_header = "WhatsApp blasts"
 admin.site.site_title = "WhatsApp blasts"
@@ -115,8 +115,7 @@ class BlastAdmin(ActionPermissions, admin.ModelAdmin):
         return False  # a blast is cancelled, never deleted: its numbers and its audit trail stay
 
     def get_form(self, request, obj=None, change=False, **kwargs):
-        if obj is None:
-            kwargs["form"] = BlastCreateForm
+        kwargs["form"] = BlastCreateForm if obj is None else BlastEditForm
         return super().get_form(request, obj, change, **kwargs)
 
     def get_fieldsets(self, request, obj=None):
@@ -381,32 +380,6 @@ class DeviceAdmin(admin.ModelAdmin):
         device_change(device=obj, changed=form.changed_data, by=_by(request))
 
 
-@admin.register(OptOut)
-class OptOutAdmin(PhoneSearch, admin.ModelAdmin):
-    form = OptOutForm
-    list_display = ["phone", "reason", "created_at"]
-    search_fields = ["phone"]
-
-    def has_add_permission(self, request):
-        return may(request.user, "opt_out")
-
-    def has_change_permission(self, request, obj=None):
-        return False  # add or remove a number; a reason is not edited afterwards
-
-    def has_delete_permission(self, request, obj=None):
-        return may(request.user, "opt_out")
-
-    def save_model(self, request, obj, form, change):
-        obj.pk = opt_out_add(phone=obj.phone, reason=obj.reason, by=_by(request)).pk
-
-    def delete_model(self, request, obj):
-        opt_out_remove(opt_out=obj, by=_by(request))
-
-    def delete_queryset(self, request, queryset):
-        for opt_out in queryset:
-            opt_out_remove(opt_out=opt_out, by=_by(request))
-
-
 @admin.register(AuditRecord)
 class AuditRecordAdmin(AppendOnly, admin.ModelAdmin):
     """The audit trail, read-only for everyone: rows are only ever added, by the services."""
@@ -416,3 +389,9 @@ class AuditRecordAdmin(AppendOnly, admin.ModelAdmin):
     list_select_related = ["blast"]
     search_fields = ["actor_name", "about", "blast__tag"]
     date_hierarchy = "at"
+
+
+# Each capability's admin registers its models when imported (Django looks in blasts.admin only).
+from .contacts import admin as contacts_admin  # noqa: E402, F401
+from .opt_outs import admin as opt_outs_admin  # noqa: E402, F401
+from .segments import admin as segments_admin  # noqa: E402, F401

@@ -224,8 +224,9 @@ class BlastViewSet(
                 min_age=timedelta(hours=data["min_age_hours"]),
                 by=_by(request),
             )
-        except DjangoValidationError as exc:
-            return Response({"status": exc.messages}, status=status.HTTP_400_BAD_REQUEST)
+        except DjangoValidationError as exc:  # the cell is empty, or the message names what nobody has
+            errors = exc.message_dict if hasattr(exc, "error_dict") else {"status": exc.messages}
+            return Response(errors, status=status.HTTP_400_BAD_REQUEST)
         return Response(self._with_funnels([follow_up])[0], status=status.HTTP_201_CREATED)
 
     @extend_schema(responses=AuditSerializer(many=True), filters=False)

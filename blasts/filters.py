@@ -5,16 +5,13 @@ from django import forms
 from django.db.models import Q
 
 from .models import Blast, BlastRecipient
+from .statuses import STAGE_FLOOR
 
 Status = BlastRecipient.Status
 
 # A recipient's funnel stage (cumulative) or where it stands off the funnel.
 STAGES: dict[str, Q] = {
-    "sent": Q(status__gte=Status.PENDING),
-    "received": Q(status__gte=Status.DELIVERY_ACK),
-    "read": Q(status__gte=Status.READ_ACK),
-    "replied": Q(status__gte=Status.REPLIED),
-    "closed": Q(status=Status.CLOSED),
+    **{stage: Q(status__gte=floor) for stage, floor in STAGE_FLOOR.items()},
     "not_sent": Q(status__in=[Status.QUEUED, Status.SENDING]),
     "failed": Q(status=Status.FAILED),
     "unknown": Q(status=Status.UNKNOWN),

@@ -3,10 +3,18 @@ from datetime import timedelta
 from django import forms
 from django.conf import settings
 from django.core import signing
+from django.core.exceptions import ValidationError
 
+from .contacts.book import message_check, with_stored_attributes
 from .follow_ups import MAX_AGE_HOURS
-from .models import Blast, BlastRecipient, OptOut, validate_placeholders
-from .recipients import ParsedRecipients, normalize_phone, parse_recipients, rows_from_text, xlsx_as_csv
+from .models import Blast, BlastRecipient, Contact
+from .recipients import (
+    ParsedRecipients,
+    attribute_placeholders,
+    file_text,
+    parse_recipients,
+    rows_from_text,
+)
 from .statuses import FOLLOW_UP_FROM
 from .templatetags.blasts_extras import zone_name
 
@@ -45,6 +53,7 @@ class BlastCreateForm(forms.ModelForm):
             when.widget = forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
         when.help_text = f"Send no earlier than this, in {zone_name()} time ({settings.TIME_ZONE}). Empty: as soon as it is sent."
         self.parsed = ParsedRecipients()
+        self.audience = []  # the valid recipients with their contacts' attributes, for the preview
         self.kept, self.kept_name = "", ""  # the uploaded file, signed, for the next submit
         self.file_note = ""  # how the file was read, when people should know
 
@@ -63,26 +72,10 @@ class BlastCreateForm(forms.ModelForm):
             return self._kept_file()  # previewed before: Create needs no second upload
         if upload.size > CSV_MAX_BYTES:
             raise forms.ValidationError(f"The file is larger than {CSV_MAX_BYTES // 1024 // 1024} MB.")
-        data = upload.read()
-        if data.startswith(b"PK\x03\x04"):  # a zip: an .xlsx workbook
-            try:
-                text = xlsx_as_csv(data)
-            except ValueError:
-                raise forms.ValidationError(
-                    "This Excel file could not be read: save it again from Excel, or as 'CSV UTF-8'."
-                ) from None
-        elif data.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode Text": UTF-16, tab-separated
-            text = data.decode("utf-16", errors="replace")
-        else:
-            try:
-                text = data.decode("utf-8-sig")
-            except UnicodeDecodeError:  # Excel's plain "CSV" on Windows
-                text = data.decode("cp1252", errors="replace")
-                self.file_note = (
-                    "The file is not UTF-8: it was read as Windows-1252. Check that the names look right."
-                )
-        if "\x00" in text:
-            raise forms.ValidationError("This file is not text: save it as 'CSV UTF-8', or upload the .xlsx.")
+        try:
+            text, self.file_note = file_text(upload.read())
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
         self.kept_name = upload.name
         self.kept = signing.dumps({"name": upload.name, "text": text}, salt=KEPT_SALT, compress=True)
         return text
@@ -100,6 +93,13 @@ class BlastCreateForm(forms.ModelForm):
         lenient = "preview" in self.data or "create_valid" in self.data
         if "create_valid" in self.data:
             self.parsed = self.parsed.valid_only()
+        self.audience = self.parsed.recipients
+        if self.audience and attribute_placeholders(cleaned.get("message", "")):  # the contacts' count too
+            self.audience = with_stored_attributes(self.parsed.recipients)
+            try:
+                message_check(cleaned["message"], lambda key: any(key in r.attributes for r in self.audience))
+            except ValidationError as exc:
+                self.add_error("message", exc.messages)
         only_file = cleaned["recipients_file"] and not cleaned.get("recipients_text")
         errors = self.parsed.list_errors if lenient else self.parsed.errors
         if self.parsed.rejected and not lenient and not self.parsed.list_errors:
@@ -110,21 +110,6 @@ class BlastCreateForm(forms.ModelForm):
         return cleaned
 
 
-class OptOutForm(forms.ModelForm):
-    class Meta:
-        model = OptOut
-        fields = ["phone", "reason"]
-
-    def clean_phone(self):
-        try:
-            phone = normalize_phone(self.cleaned_data["phone"])
-        except ValueError as exc:
-            raise forms.ValidationError(f"This is {exc}.") from None
-        if OptOut.objects.filter(phone=phone).exclude(pk=self.instance.pk).exists():
-            raise forms.ValidationError(f"{phone} has opted out already.")
-        return phone
-
-
 class MarkForm(forms.Form):
     """Marking a recipient replied or closed from the pages."""
 
@@ -133,6 +118,23 @@ class MarkForm(forms.Form):
     deal_value = forms.DecimalField(
         max_digits=12, decimal_places=2, min_value=0, required=False, label="Deal value, RM (optional)"
     )
+
+
+class BlastEditForm(forms.ModelForm):
+    """A blast's own fields changed in the admin: a placeholder must still be one its recipients have."""
+
+    class Meta:
+        model = Blast
+        fields = ["tag", "follow_up_stage", "message", "device", "scheduled_at", "parent"]  # the admin's own
+
+    def clean_message(self):
+        message = self.cleaned_data["message"]
+        recipients = Contact.objects.filter(recipients__blast=self.instance)
+        try:
+            message_check(message, lambda key: recipients.filter(attributes__has_key=key).exists())
+        except ValidationError as exc:
+            raise ValidationError(exc.messages) from None
+        return message
 
 
 class FollowUpForm(forms.Form):
@@ -147,7 +149,7 @@ class FollowUpForm(forms.Form):
         required=False,
         help_text="0: any time. 24 = a day, 72 = three days.",
     )
-    message = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), validators=[validate_placeholders])
+    message = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}))
 
     def clean_min_age_hours(self):
         return timedelta(hours=self.cleaned_data["min_age_hours"] or 0)

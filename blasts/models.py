@@ -1,23 +1,17 @@
 import re
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
 from .gateway.client import MESSAGE_ID_MAX_LENGTH
 
-# {name}, or {name|fallback}: the fallback goes out where the recipient has no name.
+# {name}, or {name|fallback}: the fallback goes out where the recipient has no name. Besides these
+# three, a placeholder names a contact attribute ({city|your area}); contacts/book.py checks that
+# some recipient has it.
 PLACEHOLDER = re.compile(r"\{(\w+)(?:\|([^{}|]*))?\}")
 PLACEHOLDERS = ("name", "first_name", "phone")
-
-
-def validate_placeholders(message: str) -> None:
-    unknown = sorted({p for p, _ in PLACEHOLDER.findall(message) if p not in PLACEHOLDERS})
-    if unknown:
-        names = ", ".join(f"{{{p}}}" for p in unknown)
-        raise ValidationError(f"Unknown placeholder {names}: use {{name}}, {{first_name}} or {{phone}}.")
 
 
 class Blast(models.Model):
@@ -36,10 +30,9 @@ class Blast(models.Model):
         max_length=50, default="Initial", help_text="'Initial', 'Follow-up 1', ..."
     )
     message = models.TextField(
-        validators=[validate_placeholders],
         help_text=(
-            "Personalise with {name}, {first_name} or {phone}; {first_name|Tuan/Puan} says Tuan/Puan "
-            "to recipients without a name."
+            "Personalise with {name}, {first_name}, {phone} or a contact attribute such as {city}; "
+            "{first_name|Tuan/Puan} says Tuan/Puan to recipients without a name."
         ),
     )
     device = models.CharField(max_length=32, help_text="WSAPME device id that sends the blast.")
@@ -50,6 +43,14 @@ class Blast(models.Model):
     )
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="follow_ups"
+    )
+    segment = models.ForeignKey(
+        "Segment",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="blasts",
+        help_text="The segment whose members were the recipients when the blast was made.",
     )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -98,6 +99,10 @@ class BlastRecipient(models.Model):
         CLOSED = 70, "Closed"
 
     blast = models.ForeignKey(Blast, on_delete=models.CASCADE, related_name="recipients")
+    # Every recipient but the team's canary phones is a contact.
+    contact = models.ForeignKey(
+        "Contact", null=True, blank=True, on_delete=models.PROTECT, related_name="recipients"
+    )
     phone = models.CharField(max_length=16, help_text="E.164, e.g. +60123456789.")
     name = models.CharField(max_length=100, blank=True)
     message_id = models.CharField(max_length=MESSAGE_ID_MAX_LENGTH, null=True, blank=True, unique=True)
@@ -162,6 +167,11 @@ class BlastRecipient(models.Model):
 
     def __str__(self):
         return f"{self.name} {self.phone}".strip()
+
+    @property
+    def attributes(self) -> dict:
+        """The contact's attributes, for placeholders (none for a canary phone)."""
+        return self.contact.attributes if self.contact_id else {}
 
 
 class StatusHistory(models.Model):
@@ -237,14 +247,34 @@ class Device(models.Model):
 
 
 class OptOut(models.Model):
-    """A number that asked not to be messaged; every later blast skips it."""
+    """A number that asked not to be messaged; every later blast skips it. `source` says where the
+    entry came from: a STOP reply (its text and blast), an import, or a person."""
+
+    class Source(models.TextChoices):
+        REPLY = "reply", "A reply"
+        IMPORT = "import", "An import"
+        PERSON = "person", "A person"
 
     phone = models.CharField(max_length=16, unique=True, help_text="E.164.")
     reason = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.PERSON)
+    blast = models.ForeignKey(
+        Blast,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The STOP's blast.",
+    )
+    reply_text = models.TextField(blank=True, help_text="The reply that asked to stop.")
+    added_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         verbose_name = "opt-out"
+        ordering = ["-created_at", "-id"]
 
     def __str__(self):
         return self.phone
@@ -370,6 +400,11 @@ class AuditRecord(models.Model):
         MATCHED = "matched", "Send matched to a message"
         OPT_OUT_ADDED = "opt_out_added", "Opt-out added"
         OPT_OUT_REMOVED = "opt_out_removed", "Opt-out removed"
+        OPT_OUTS_IMPORTED = "opt_outs_imported", "Opt-outs imported"
+        CONTACT_SAVED = "contact_saved", "Contact saved"
+        CONTACTS_IMPORTED = "contacts_imported", "Contacts imported"
+        SEGMENT_SAVED = "segment_saved", "Segment saved"
+        SEGMENT_DELETED = "segment_deleted", "Segment deleted"
         DEVICE_CHANGED = "device_changed", "Device changed"
 
     at = models.DateTimeField(default=timezone.now, db_index=True)
@@ -418,3 +453,63 @@ class Alert(models.Model):
 
     def __str__(self):
         return self.text.splitlines()[0] if self.text else self.key
+
+
+class ContactTag(models.Model):
+    """A label on contacts ("VIP", "Raya 2026 buyers"); segments choose audiences by it."""
+
+    name = models.CharField(max_length=100, unique=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Contact(models.Model):
+    """One person, by phone number, across every blast: name, attributes and tags.
+
+    attributes: a flat JSON object of text values from extra columns (city, product, last_order);
+    messages use them as placeholders ({city|your area}).
+    first_seen_at / last_seen_at: the first and latest time the number came in (a blast, an import,
+    the API or a person).
+    """
+
+    phone = models.CharField(max_length=16, unique=True, help_text="E.164, e.g. +60123456789.")
+    name = models.CharField(max_length=100, blank=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    tags = models.ManyToManyField(ContactTag, blank=True, related_name="contacts")
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-last_seen_at", "-id"]
+        indexes = [models.Index(fields=["-last_seen_at", "-id"], name="contact_last_seen")]
+
+    def __str__(self):
+        return f"{self.name} {self.phone}".strip()
+
+
+class Segment(models.Model):
+    """A saved audience: rules over contacts (segments/rules.py says what each means), all of which
+    (match=all) or any of which (match=any) a contact meets. Opted-out contacts are never members."""
+
+    class Match(models.TextChoices):
+        ALL = "all", "All of the rules (AND)"
+        ANY = "any", "Any of the rules (OR)"
+
+    name = models.CharField(max_length=100, unique=True)
+    match = models.CharField(max_length=3, choices=Match.choices, default=Match.ALL)
+    rules = models.JSONField(default=list, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name

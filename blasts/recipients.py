@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import phonenumbers
 from django.conf import settings
 
-from .models import PLACEHOLDER
+from .models import PLACEHOLDER, PLACEHOLDERS
 
 NAME_MAX_LENGTH = 100
 NAMED = ("name", "first_name")  # the placeholders a missing name leaves blank
@@ -40,17 +40,28 @@ def normalize_phone(raw: str, region: str | None = None) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+def attribute_key(header: str) -> str:
+    """A column header as an attribute's key, usable as a placeholder: "Last Order" -> "last_order"."""
+    return re.sub(r"\W+", "_", header.strip().lower()).strip("_")[:50]
+
+
+def attribute_placeholders(template: str) -> list[str]:
+    """The contact attributes a message uses ({city}, {product|our range}), in order, each once."""
+    keys = (key for key, _ in PLACEHOLDER.findall(template) if key not in PLACEHOLDERS)
+    return list(dict.fromkeys(keys))
+
+
 def message_render(template: str, recipient) -> str:
-    """The message with {name}, {first_name} and {phone} filled in for one recipient; where the
-    recipient has no name, {first_name|Tuan/Puan} gives the fallback after the bar (else nothing)."""
+    """The message with {name}, {first_name}, {phone} and attributes ({city}) filled in for one
+    recipient; where the recipient has no such value, {first_name|Tuan/Puan} gives the fallback
+    after the bar (else nothing)."""
     name = recipient.name.strip()
-    values = {"name": name, "first_name": name.split(" ")[0] if name else "", "phone": recipient.phone}
+    values = {**recipient.attributes, "name": name, "first_name": name.split(" ")[0] if name else ""}
+    values["phone"] = recipient.phone
 
     def fill(match: re.Match) -> str:
         placeholder, fallback = match.groups()
-        if placeholder not in values:
-            return match.group(0)
-        return values[placeholder] or (fallback or "")
+        return str(values.get(placeholder, "")).strip() or (fallback or "")
 
     return PLACEHOLDER.sub(fill, template)
 
@@ -62,24 +73,49 @@ def uses_name(template: str) -> tuple[bool, bool]:
 
 
 @dataclass(frozen=True)
+class Missing:
+    """Recipients without a value for one attribute the message uses."""
+
+    key: str
+    count: int
+    examples: list[str]  # the first few, by name (else number)
+    fallback: bool  # every use of the placeholder has a fallback
+
+    @property
+    def others(self) -> int:
+        return self.count - len(self.examples)
+
+
+@dataclass(frozen=True)
 class MessagesPreview:
     texts: list[tuple[str, int]]  # each distinct text and how many recipients get it, most first
     without_name: int  # recipients with no name, where the message uses one
     fallback: bool  # those get the placeholders' fallbacks (else a blank)
+    missing: list[Missing] = field(default_factory=list)  # per attribute the message uses
 
 
 def messages_preview(template: str, recipients: list) -> MessagesPreview:
-    """What each recipient will receive, as distinct texts with their counts."""
+    """What each recipient will receive, as distinct texts with their counts, and who lacks a value."""
     counts = Counter(message_render(template, recipient) for recipient in recipients)
     named, all_fallback = uses_name(template)
     without_name = sum(not recipient.name.strip() for recipient in recipients) if named else 0
-    return MessagesPreview(counts.most_common(), without_name, all_fallback)
+    missing = []
+    for key in attribute_placeholders(template):
+        lacking = [r for r in recipients if not str(r.attributes.get(key, "")).strip()]
+        if lacking:
+            fallbacks = [
+                fallback for placeholder, fallback in PLACEHOLDER.findall(template) if placeholder == key
+            ]
+            examples = [r.name.strip() or r.phone for r in lacking[:5]]
+            missing.append(Missing(key, len(lacking), examples, all(fallbacks)))
+    return MessagesPreview(counts.most_common(), without_name, all_fallback, missing)
 
 
 @dataclass(frozen=True)
 class Recipient:
     phone: str
     name: str = ""
+    attributes: dict = field(default_factory=dict, compare=False)  # extra columns: {"city": "Ipoh"}
 
 
 @dataclass
@@ -98,8 +134,8 @@ class ParsedRecipients:
         return ParsedRecipients(self.recipients, self.duplicates, errors, list_errors=errors)
 
 
-def parse_recipients(rows: Iterable[tuple[str, str, str]]) -> ParsedRecipients:
-    """Validate (position, phone, name) rows: E.164, duplicates dropped and counted.
+def parse_recipients(rows: Iterable[tuple]) -> ParsedRecipients:
+    """Validate (position, phone, name[, attributes]) rows: E.164, duplicates dropped and counted.
 
     Errors name the position ("Line 3: ..."); an empty list and more recipients than
     BLAST_MAX_RECIPIENTS are errors too.
@@ -108,8 +144,9 @@ def parse_recipients(rows: Iterable[tuple[str, str, str]]) -> ParsedRecipients:
     seen: set[str] = set()
     limit = settings.BLAST_MAX_RECIPIENTS
     first_over_limit = None
-    for position, raw_phone, raw_name in rows:
+    for position, raw_phone, raw_name, *more in rows:
         raw_phone, name = str(raw_phone).strip(), str(raw_name or "").strip()
+        attributes = more[0] if more else {}
         try:
             phone = normalize_phone(raw_phone)
         except ValueError as exc:
@@ -132,7 +169,7 @@ def parse_recipients(rows: Iterable[tuple[str, str, str]]) -> ParsedRecipients:
         seen.add(phone)
         if len(parsed.recipients) == limit and first_over_limit is None:
             first_over_limit = position
-        parsed.recipients.append(Recipient(phone, name))
+        parsed.recipients.append(Recipient(phone, name, attributes))
     if first_over_limit is not None:
         parsed.list_errors.append(
             f"Too many recipients: {len(parsed.recipients):,} after removing duplicates; the limit per "
@@ -168,10 +205,12 @@ class Columns:
     phone: int = 0
     name: int | None = 1
     family: int | None = None  # with `name` as the given name
+    attributes: tuple[tuple[int, str], ...] = ()  # (column, key) of every other named column
 
     @classmethod
     def from_header(cls, cells: list[str]) -> "Columns | None":
-        """The columns a header row names, or None when the row is not a header."""
+        """The columns a header row names, or None when the row is not a header. Columns other than
+        the phone's and the name's are attributes, keyed by their header ("Last Order": last_order)."""
         headers = [_header(cell) for cell in cells]
         phone = next((i for i, h in enumerate(headers) if h in PHONE_HEADERS), None)
         if phone is None:
@@ -180,15 +219,22 @@ class Columns:
         given = next((i for i, h in enumerate(headers) if h in GIVEN_HEADERS), None)
         family = next((i for i, h in enumerate(headers) if h in FAMILY_HEADERS), None)
         if name is None and given is not None:
-            return cls(phone, given, family)
-        return cls(phone, name)
+            name = given
+        else:
+            family = None
+        used = {phone, name, family}
+        attributes = tuple(
+            (i, key) for i, cell in enumerate(cells) if i not in used and (key := attribute_key(cell))
+        )
+        return cls(phone, name, family, attributes)
 
-    def read(self, cells: list[str]) -> tuple[str, str]:
+    def read(self, cells: list[str]) -> tuple[str, str, dict[str, str]]:
         def cell(index):
             return cells[index] if index is not None and index < len(cells) else ""
 
         name = " ".join(part for part in (cell(self.name), cell(self.family)) if part)
-        return _first_number(cell(self.phone)), name
+        attributes = {key: value for index, key in self.attributes if (value := cell(index))}
+        return _first_number(cell(self.phone)), name, attributes
 
 
 def _first_number(cell: str) -> str:
@@ -218,11 +264,12 @@ def _delimiter(text: str) -> str:
         return ","
 
 
-def rows_from_cells(rows: Iterable[list[str]], label: str = "Line") -> list[tuple[str, str, str]]:
-    """("Line 3", phone, name) from rows of cells (CSV lines or spreadsheet rows, counted from 1).
+def rows_from_cells(rows: Iterable[list[str]], label: str = "Line") -> list[tuple[str, str, str, dict]]:
+    """("Line 3", phone, name, attributes) from rows of cells (CSV lines or spreadsheet rows, counted
+    from 1).
 
     Blank rows are skipped. A first row naming a phone column (in English or Malay) is a header,
-    and its name columns are used wherever they stand.
+    and its name columns are used wherever they stand; its other columns are attributes.
     """
     result, columns, first = [], Columns(), True
     for number, cells in enumerate(rows, start=1):
@@ -233,15 +280,39 @@ def rows_from_cells(rows: Iterable[list[str]], label: str = "Line") -> list[tupl
         if header:
             columns = header
             continue
-        phone, name = columns.read(cells)
-        result.append((f"{label} {number}", phone, name))
+        result.append((f"{label} {number}", *columns.read(cells)))
     return result
 
 
-def rows_from_text(text: str, label: str = "Line") -> list[tuple[str, str, str]]:
+def rows_from_text(text: str, label: str = "Line") -> list[tuple[str, str, str, dict]]:
     """Rows from pasted or uploaded CSV text, whatever its delimiter (quotes kept: "Tan, Ah Kow")."""
     text = text.lstrip("\ufeff")
     return rows_from_cells(csv.reader(io.StringIO(text), delimiter=_delimiter(text)), label)
+
+
+def file_text(data: bytes) -> tuple[str, str]:
+    """An uploaded file as text: an .xlsx's first sheet, a BOM dropped, Excel's UTF-16 "Unicode Text",
+    else Windows-1252 with a note (the note: how it was read, when people should check). Raises
+    ValueError, worded for people, when it is not text we can read."""
+    note = ""
+    if data.startswith(b"PK\x03\x04"):  # a zip: an .xlsx workbook
+        try:
+            text = xlsx_as_csv(data)
+        except ValueError:
+            raise ValueError(
+                "This Excel file could not be read: save it again from Excel, or as 'CSV UTF-8'."
+            ) from None
+    elif data.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode Text": UTF-16, tab-separated
+        text = data.decode("utf-16", errors="replace")
+    else:
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:  # Excel's plain "CSV" on Windows
+            text = data.decode("cp1252", errors="replace")
+            note = "The file is not UTF-8: it was read as Windows-1252. Check that the names look right."
+    if "\x00" in text:
+        raise ValueError("This file is not text: save it as 'CSV UTF-8', or upload the .xlsx.")
+    return text, note
 
 
 def xlsx_as_csv(data: bytes) -> str:

@@ -1,12 +1,13 @@
 """API shapes. Field names follow the customer's roadmap: blast_tag, follow_up_stage, blast_id."""
 
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .audit import Actor, Via
 from .follow_ups import MAX_AGE_HOURS
-from .models import AuditRecord, Blast, BlastRecipient, StatusCheck, StatusHistory, validate_placeholders
+from .models import AuditRecord, Blast, BlastRecipient, StatusCheck, StatusHistory
 from .recipients import parse_recipients
 from .services import blast_create
 from .statuses import FOLLOW_UP_FROM
@@ -27,21 +28,35 @@ class StatusNameField(serializers.Field):
     {
         "oneOf": [
             {"type": "string", "example": "+60123456789"},
-            {"type": "object", "properties": {"phone": {"type": "string"}, "name": {"type": "string"}}},
+            {
+                "type": "object",
+                "properties": {
+                    "phone": {"type": "string"},
+                    "name": {"type": "string"},
+                    "attributes": {"type": "object", "additionalProperties": {"type": "string"}},
+                },
+            },
         ]
     }
 )
 class RecipientInputField(serializers.Field):
-    """One recipient: "+60123456789" or {"phone": "+60123456789", "name": "Aisyah"}."""
+    """One recipient: "+60123456789" or {"phone": "+60123456789", "name": "Aisyah",
+    "attributes": {"city": "Ipoh"}} (the attributes are kept on the contact, for placeholders)."""
 
     def to_internal_value(self, data):
+        attributes = {}
         if isinstance(data, str):
             phone, name = data, ""
         elif isinstance(data, dict) and isinstance(data.get("phone"), str):
-            phone, name = data["phone"], data.get("name") or ""
+            phone, name, attributes = data["phone"], data.get("name") or "", data.get("attributes") or {}
             if not isinstance(name, str):
                 raise serializers.ValidationError("name must be a string.")
-            if extra := set(data) - {"phone", "name"}:
+            if not isinstance(attributes, dict) or not all(
+                isinstance(value, str | int | float) and not isinstance(value, bool)
+                for value in attributes.values()
+            ):
+                raise serializers.ValidationError('attributes must be an object of texts: {"city": "Ipoh"}.')
+            if extra := set(data) - {"phone", "name", "attributes"}:
                 raise serializers.ValidationError(f"Unknown keys: {', '.join(sorted(map(str, extra)))}.")
         else:
             raise serializers.ValidationError('Give a phone number, or {"phone": "...", "name": "..."}.')
@@ -49,19 +64,27 @@ class RecipientInputField(serializers.Field):
         problem = parse_recipients([("", phone, name)]).row_errors.get("")
         if problem:
             raise serializers.ValidationError(problem)
-        return phone, name
+        return phone, name, attributes
+
+
+def with_device(data: dict) -> dict:
+    """A new blast's fields with its device: the one given, else WSAPME_DEVICE, else a 400 on `device`."""
+    data.setdefault("device", settings.WSAPME_DEVICE)
+    if not data["device"]:
+        raise serializers.ValidationError({"device": ["Give the WSAPME device (no default is configured)."]})
+    return data
 
 
 class BlastCreateSerializer(serializers.Serializer):
     blast_tag = serializers.CharField(max_length=100)
     follow_up_stage = serializers.CharField(max_length=50, default="Initial")
-    message = serializers.CharField(validators=[validate_placeholders])
+    message = serializers.CharField()
     recipients = serializers.ListField(child=RecipientInputField(), allow_empty=True)
     device = serializers.CharField(max_length=32, required=False)
     scheduled_at = serializers.DateTimeField(required=False, allow_null=True)
 
     def validate_recipients(self, rows):
-        parsed = parse_recipients((str(index), phone, name) for index, (phone, name) in enumerate(rows))
+        parsed = parse_recipients((str(index), *row) for index, row in enumerate(rows))
         if parsed.row_errors:
             raise serializers.ValidationError({index: [error] for index, error in parsed.row_errors.items()})
         if parsed.errors:
@@ -69,23 +92,21 @@ class BlastCreateSerializer(serializers.Serializer):
         return parsed
 
     def validate(self, data):
-        data.setdefault("device", settings.WSAPME_DEVICE)
-        if not data["device"]:
-            raise serializers.ValidationError(
-                {"device": ["Give the WSAPME device (no default is configured)."]}
-            )
-        return data
+        return with_device(data)
 
     def create(self, validated):
-        return blast_create(
-            tag=validated["blast_tag"],
-            follow_up_stage=validated["follow_up_stage"],
-            message=validated["message"],
-            recipients=validated["recipients"],
-            device=validated["device"],
-            scheduled_at=validated.get("scheduled_at"),
-            by=Actor(self.context["request"].user, Via.API),
-        )
+        try:
+            return blast_create(
+                tag=validated["blast_tag"],
+                follow_up_stage=validated["follow_up_stage"],
+                message=validated["message"],
+                recipients=validated["recipients"],
+                device=validated["device"],
+                scheduled_at=validated.get("scheduled_at"),
+                by=Actor(self.context["request"].user, Via.API),
+            )
+        except DjangoValidationError as exc:  # e.g. a placeholder no recipient has: a 400 on its field
+            raise serializers.ValidationError(serializers.as_serializer_error(exc)) from None
 
 
 class BlastCreatedSerializer(serializers.Serializer):
@@ -103,7 +124,7 @@ class FollowUpSerializer(serializers.Serializer):
     min_age_hours = serializers.IntegerField(
         min_value=0, max_value=MAX_AGE_HOURS, default=0, help_text="…standing there for at least this long."
     )
-    message = serializers.CharField(validators=[validate_placeholders])
+    message = serializers.CharField()
 
 
 class RatesSerializer(serializers.Serializer):

@@ -10,13 +10,16 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from .audit import SYSTEM, Actor, Did, audit_record
+from .contacts.book import ContactIn, contacts_upsert, message_check
 from .models import (
     AuditRecord,
     Blast,
     BlastRecipient,
+    Contact,
     Device,
     Heartbeat,
     OptOut,
+    Segment,
     StatusHistory,
     WebhookEvent,
 )
@@ -165,10 +168,15 @@ class BlastCreated:
 CANARY_NAME = "Team canary"
 
 
+def canary_phones() -> list[str]:
+    """The team's canary phones (CANARY_PHONES) as E.164, each once: never contacts."""
+    return list(dict.fromkeys(normalize_phone(raw) for raw in settings.CANARY_PHONES))
+
+
 def with_canaries(audience: list) -> list[BlastRecipient]:
     """The audience as unsaved rows, with the team's canary phones spread over the first, middle and
     last positions (one canary: first; two: first and last). A canary phone in the audience stays a canary."""
-    canaries = list(dict.fromkeys(normalize_phone(raw) for raw in settings.CANARY_PHONES))
+    canaries = canary_phones()
     rows = [BlastRecipient(phone=r.phone, name=r.name) for r in audience if r.phone not in canaries]
     last = len(rows) + len(canaries) - 1
     for index, phone in enumerate(canaries):
@@ -186,12 +194,15 @@ def blast_create(
     follow_up_stage: str = "Initial",
     scheduled_at: datetime | None = None,
     parent: Blast | None = None,
+    segment: Segment | None = None,
     by: Actor = SYSTEM,
 ) -> BlastCreated:
     """Create a draft blast with its recipients, or raise ValidationError and create nothing.
 
-    Recipients start QUEUED; numbers on the opt-out list start SKIPPED, with the reason. The audit
-    trail says who created it (a follow-up when it has a parent).
+    Every recipient (but the team's canaries) becomes or updates its contact (contacts_upsert: a
+    name given now wins, attributes merge) and is linked to it. Recipients start QUEUED; numbers on
+    the opt-out list start SKIPPED, with the reason. The audit trail says who created it (a
+    follow-up when it has a parent, the segment when it came from one).
     """
     if recipients.errors:
         raise ValidationError({"recipients": recipients.errors})
@@ -202,17 +213,24 @@ def blast_create(
         device=device.strip(),
         scheduled_at=scheduled_at,
         parent=parent,
+        segment=segment,
         created_by=by.user,
     )
     blast.full_clean()
     with transaction.atomic():
         blast.save()
         rows = with_canaries(recipients.recipients)
+        people = [ContactIn(r.phone, r.name, r.attributes) for r in recipients.recipients]
+        contacts = contacts_upsert(person for person in people if person.phone not in canary_phones())
         for row in rows:
-            row.blast = blast
+            row.blast, row.contact_id = blast, None if row.is_canary else contacts.ids[row.phone]
         BlastRecipient.objects.bulk_create(
             rows, batch_size=1000
         )  # in send order: canaries first, middle, last
+        message_check(
+            message,
+            lambda key: Contact.objects.filter(recipients__blast=blast, attributes__has_key=key).exists(),
+        )
         opted_out = blast.recipients.filter(phone__in=OptOut.objects.values("phone")).values_list(
             "pk", flat=True
         )
@@ -222,6 +240,7 @@ def blast_create(
         )
         canaries = sum(row.is_canary for row in rows)
         did, about = (Did.FOLLOW_UP, f"follow-up of {parent}") if parent else (Did.CREATED, None)
+        about = f"from the segment {segment}" if segment else about
         audit_record(by, did, blast=blast, about=about, recipients=len(rows) - canaries, opted_out=skipped)
     return BlastCreated(blast, len(rows) - canaries, recipients.duplicates, skipped, canaries)
 
@@ -255,24 +274,6 @@ def recipient_mark(
 def recipients_exported(*, blast: Blast, filters: dict, rows: int, by: Actor) -> None:
     """Someone downloaded recipients' phone numbers: which blast, with which filter, how many rows."""
     audit_record(by, Did.EXPORTED, blast=blast, filters=filters, rows=rows)
-
-
-def opt_out_add(*, phone: str, reason: str, by: Actor) -> OptOut:
-    """Put a number on the opt-out list: every later blast skips it."""
-    with transaction.atomic():
-        opt_out, created = OptOut.objects.get_or_create(
-            phone=phone, defaults={"reason": fit(OptOut, "reason", reason)}
-        )
-        if created:  # a second STOP from the same number changes nothing
-            audit_record(by, Did.OPT_OUT_ADDED, about=phone, reason=reason)
-    return opt_out
-
-
-def opt_out_remove(*, opt_out: OptOut, by: Actor) -> None:
-    """Take a number off the opt-out list: later blasts may message it again."""
-    with transaction.atomic():
-        opt_out.delete()
-        audit_record(by, Did.OPT_OUT_REMOVED, about=opt_out.phone)
 
 
 def device_change(*, device: Device, changed: list[str], by: Actor) -> None:

@@ -84,6 +84,16 @@ STAGE_TIME_FIELDS: tuple[tuple[Status, str], ...] = (
     (Status.CLOSED, "closed_at"),
 )
 
+# The funnel's stages and the lowest status that has reached each: a recipient reached a stage when its
+# status is at least this (the ladder's order; CLOSED is its top).
+STAGE_FLOOR: dict[str, Status] = {
+    "sent": Status.PENDING,
+    "received": Status.DELIVERY_ACK,
+    "read": Status.READ_ACK,
+    "replied": Status.REPLIED,
+    "closed": Status.CLOSED,
+}
+
 # Funnel order of the statuses a recipient can be stuck at (its current status).
 FUNNEL_ORDER: tuple[Status, ...] = (
     Status.QUEUED,

@@ -6,6 +6,9 @@ from rest_framework.routers import SimpleRouter
 
 from . import actions, views
 from .api import BlastViewSet, RecipientViewSet
+from .contacts import urls as contacts
+from .opt_outs import urls as opt_outs
+from .segments import urls as segments
 from .webhooks import wsapme_webhook
 
 
@@ -20,6 +23,8 @@ class OptionalSlashRouter(SimpleRouter):
 router = OptionalSlashRouter()
 router.register("blasts", BlastViewSet, basename="blast")
 router.register("recipients", RecipientViewSet, basename="recipient")
+for prefix, viewset, basename in (*contacts.api, *segments.api, *opt_outs.api):
+    router.register(prefix, viewset, basename=basename)
 
 urlpatterns = [
     re_path(r"^api/webhook/wsapme/?$", wsapme_webhook, name="wsapme-webhook"),
@@ -63,4 +68,7 @@ urlpatterns = [
         actions.RecipientMatchView.as_view(),
         name="recipient-match",
     ),
+    *contacts.pages,
+    *segments.pages,
+    *opt_outs.pages,
 ]

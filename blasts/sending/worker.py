@@ -140,7 +140,7 @@ class Sender:
     def send_one(self, pk: int) -> tuple[Done, str, datetime | None]:
         """Send one claimed recipient; return (outcome, device, slot the device waits for)."""
         recipient = (
-            BlastRecipient.objects.select_related("blast")
+            BlastRecipient.objects.select_related("blast", "contact")
             .annotate(opted_out=Exists(OptOut.objects.filter(phone=OuterRef("phone"))))
             .get(pk=pk)
         )

@@ -142,8 +142,8 @@ def test_who_may_look_at_what(db, role, name, allowed, path):
 # --- writes: (name, allowed roles, interface, do, done, audit action) ---------------------------------
 
 
-def admin_action(action: str, model: str, pk: int) -> tuple[str, dict]:
-    return f"{ADMIN_PATH}blasts/{model}/", {"action": action, "_selected_action": [pk]}
+def admin_action(action: str, model: str, pk: int, **more) -> tuple[str, dict]:
+    return f"{ADMIN_PATH}blasts/{model}/", {"action": action, "_selected_action": [pk], **more}
 
 
 WRITES = [
@@ -231,8 +231,8 @@ WRITES = [
      lambda c, w: c.post(f"{ADMIN_PATH}blasts/optout/add/", {"phone": "0123456780", "reason": "Asked by phone"}),
      lambda w: OptOut.objects.filter(phone="+60123456780").exists()),
     ("admin: remove an opt-out", MARKETERS, "admin", Did.OPT_OUT_REMOVED,
-     lambda c, w: c.post(f"{ADMIN_PATH}blasts/optout/{OptOut.objects.create(phone='+60123456781').pk}/delete/",
-                         {"post": "yes"}),
+     lambda c, w: c.post(*admin_action("remove", "optout", OptOut.objects.create(phone="+60123456781").pk,
+                                       apply="1", reason="Asked to hear from us again")),
      lambda w: not OptOut.objects.filter(phone="+60123456781").exists()),
     ("admin: change a device", ADMINS, "admin", Did.DEVICE_CHANGED,
      lambda c, w: c.post(f"{ADMIN_PATH}blasts/device/{Device.objects.create(device_id='5850').pk}/change/",

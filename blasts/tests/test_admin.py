@@ -311,7 +311,8 @@ def test_blast_page_shows_the_eta_and_a_personalised_preview(admin_client, blast
 def test_an_unknown_placeholder_is_a_form_error(admin_client):
     response = admin_client.post(ADD_URL, blast_form(message="Hi {nmae}"))
     assert response.context["adminform"].form.errors["message"] == [
-        "Unknown placeholder {nmae}: use {name}, {first_name} or {phone}."
+        "No recipient has {nmae}: use {name}, {first_name}, {phone} or an attribute your contacts have "
+        "(a column of the file or an import, e.g. {city})."
     ]
     assert not Blast.objects.exists()
 

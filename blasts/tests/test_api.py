@@ -207,7 +207,8 @@ def test_a_bad_number_after_validation_is_named_by_its_index(admin_client):
         (
             {"message": "Hi {nama}"},
             "message",
-            "Unknown placeholder {nama}: use {name}, {first_name} or {phone}.",
+            "No recipient has {nama}: use {name}, {first_name}, {phone} or an attribute your contacts have "
+            "(a column of the file or an import, e.g. {city}).",
         ),
         ({"message": ""}, "message", "This field may not be blank."),
         ({"blast_tag": None}, "blast_tag", "This field may not be null."),

@@ -7,6 +7,7 @@ filter the list, export a CSV, and use the pages at phone width. Screenshots go 
 Skipped when Chromium (/usr/bin/chromium) or the playwright package is missing.
 """
 
+import contextlib
 import csv
 import importlib.util
 import io
@@ -19,9 +20,12 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from blasts.audit import SYSTEM
 from blasts.gateway.client import get_client
-from blasts.models import Blast, BlastRecipient
+from blasts.models import Blast, BlastRecipient, Contact, Segment
+from blasts.opt_outs.services import opt_out_add
 from blasts.reporting.exports import CSV_FIELDS
+from blasts.segments.rules import rules_clean
 from blasts.sending.worker import send_due
 
 from .conftest import make_blast
@@ -132,6 +136,30 @@ def sign_in(page, live_server) -> None:
     expect(page.get_by_role("heading", level=1, name="Blasts")).to_be_visible()
 
 
+@contextlib.contextmanager
+def sending(blast: Blast):
+    """The sender sends the blast in a thread beside the page; stopped when the block ends (it has
+    stopped by itself if the blast completed), and any error it met fails the test."""
+    failures, stop = [], threading.Event()
+
+    def sender():
+        try:
+            send_due(client=get_client(), blast_id=blast.pk, stop=stop)
+        except BaseException as exc:  # reported by the test thread
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=sender, name=f"browser-test-sender-{blast.pk}")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive() and not failures, failures
+
+
 def funnel(page) -> dict:
     return page.evaluate(READ_FUNNEL)
 
@@ -218,19 +246,7 @@ def test_a_marketer_signs_in_creates_a_blast_and_watches_it_fill_in(
     )
     page.fill("#id_message", "Half-typed follow-up")  # issue 18, item 2: the refreshes must keep it
     expect(page.locator("#recipients-live tbody")).to_contain_text("Queued")
-    failures, stop = [], threading.Event()
-
-    def sender():
-        try:
-            send_due(client=get_client(), blast_id=blast.pk, stop=stop)
-        except BaseException as exc:  # reported by the test thread
-            failures.append(exc)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=sender, name="browser-test-sender")
-    thread.start()
-    try:
+    with sending(blast):
         page.wait_for_function(
             f"""() => {{
               const n = ({READ_FUNNEL})();
@@ -247,10 +263,6 @@ def test_a_marketer_signs_in_creates_a_blast_and_watches_it_fill_in(
             }}""",
             timeout=20_000,
         )
-    finally:
-        stop.set()  # it has finished by itself when the blast is completed; on a failure, stop it now
-        thread.join(timeout=30)
-    assert not thread.is_alive() and not failures, failures
 
     assert page.evaluate("window.__marker") == 1, "the page was reloaded"
     assert page.evaluate("window.__swaps") >= 1, "the live section was not swapped by htmx"
@@ -345,6 +357,11 @@ def test_pages_are_usable_at_phone_width(live_server, marketer, new_page):
 
     other = Blast.objects.exclude(pk=blast.pk).get()
     recipient = blast.recipients.first()
+    segment = Segment.objects.create(
+        name="Merdeka readers with a long name that must wrap on a phone",
+        rules=rules_clean([{"kind": "reached", "stage": "sent", "tag": blast.tag, "days": 30}]),
+    )
+    opt_out_add(phone=other.recipients.first().phone, reason="Asked by phone to stop", by=SYSTEM)
     pages = {
         "phone-blast-list": "/",
         "phone-blast-page": f"/blasts/{blast.pk}/",
@@ -354,6 +371,13 @@ def test_pages_are_usable_at_phone_width(live_server, marketer, new_page):
         "phone-status": "/status/",
         "phone-recipient": f"/blasts/{blast.pk}/recipients/{recipient.pk}/",
         "phone-sequence": f"/blasts/{blast.pk}/sequence/",
+        "phone-contacts": "/contacts/",
+        "phone-contact": f"/contacts/{recipient.contact_id}/",
+        "phone-contact-import": "/contacts/import/",
+        "phone-segments": "/segments/",
+        "phone-new-segment": "/segments/new/",
+        "phone-segment": f"/segments/{segment.pk}/",
+        "phone-opt-outs": "/opt-outs/",
     }
     too_wide = {}
     for name, path in pages.items():
@@ -659,3 +683,134 @@ def test_real_files_from_real_tools_preview_their_recipients(live_server, market
     expect(preview.locator("table.texts")).to_contain_text(first)
     expect(preview.locator("table.rejected")).to_have_count(0)
     shot(page, f"preview-{file.replace('.', '-')}")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_marketer_imports_contacts_builds_a_segment_sends_a_blast_from_it_and_opens_a_timeline(
+    live_server, wsapme_sandbox, settings, marketer, new_page, tmp_path
+):
+    """Issue 19's walk: import a CSV, build a segment, create and send a blast from it, open a contact."""
+    settings.WSAPME_TOKEN, settings.WSAPME_SANDBOX, settings.WSAPME_BASE_URL = "", True, wsapme_sandbox.url
+    settings.SEND_RATE_PER_MINUTE = 0
+    wsapme_sandbox.config.update(
+        {
+            "webhook_url": f"{live_server.url}/api/webhook/wsapme?token=test-webhook-secret",
+            "seed": 3,
+            "server_ack_after": 0.3,
+            "delivered_after": 0.8,
+            "read_after": 1.5,
+            "p_error": 0,
+            "p_delivered": 1,
+            "p_read": 1,
+            "p_receipts_off": 0,
+            "p_reply": 0,
+        }
+    )
+    upload = tmp_path / "pelanggan.csv"
+    upload.write_text(
+        "No. Telefon,Nama,Bandar,Tags\n"
+        "012-345 6789,Aisyah Rahman,Ipoh,VIP\n"
+        "0198765432,Wei Ming,Kuala Lumpur,VIP\n"
+        "01112345678,Siti Nurhaliza,Ipoh,VIP; Raya\n"
+        "0171234567,Kumar,Ipoh,\n"
+        "not-a-phone,Nobody,Ipoh,VIP\n",
+        encoding="utf-8",
+    )
+    page = new_page(viewport={"width": 1366, "height": 900})
+    sign_in(page, live_server)
+
+    # 1. Import: the columns guessed from Malay headers, a tag for everyone, the summary.
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Contacts").click()
+    page.get_by_role("link", name="Import contacts").click()
+    page.set_input_files("#id_file", str(upload))
+    page.get_by_role("button", name="Upload").click()
+    mapping = page.locator("#mapping")
+    expect(mapping).to_contain_text("012-345 6789")
+    shot(page, "contacts-1-mapping")
+    page.get_by_label("Tags for every contact").fill("Pelanggan 2026")
+    page.get_by_role("button", name="Import").click()
+    summary = page.locator("#import-summary tbody td")
+    expect(summary.nth(1)).to_have_text("4")  # created
+    expect(summary.nth(5)).to_have_text("1")  # invalid
+    expect(page.locator("table.rejected")).to_contain_text("not-a-phone")
+    shot(page, "contacts-2-imported")
+    aisyah = Contact.objects.get(phone="+60123456789")
+    assert aisyah.attributes == {"bandar": "Ipoh"}
+    assert set(aisyah.tags.values_list("name", flat=True)) == {"VIP", "Pelanggan 2026"}
+
+    # 2. A segment: tag VIP and bandar equals ipoh, previewed before it is saved.
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Segments").click()
+    page.get_by_role("link", name="New segment").click()
+    page.fill("#id_name", "Ipoh VIPs")
+    expect(page.locator("#id_rules-0-value")).to_be_hidden()  # a row shows the boxes of its kind alone
+    page.select_option("#id_rules-0-kind", "tag")
+    expect(page.locator("#id_rules-0-value")).to_be_visible()
+    expect(page.locator("#id_rules-0-stage")).to_be_hidden()
+    expect(page.locator("#id_rules-0-op option[value='equals']")).to_be_hidden()
+    page.select_option("#id_rules-0-op", "is")
+    page.fill("#id_rules-0-value", "VIP")
+    page.get_by_role("button", name="Add a rule").click()
+    page.select_option("#id_rules-1-kind", "attribute")
+    page.fill("#id_rules-1-key", "bandar")
+    page.select_option("#id_rules-1-op", "equals")
+    page.fill("#id_rules-1-value", "ipoh")
+    page.get_by_role("button", name="Preview").click()
+    preview = page.get_by_role("region", name="Preview (not saved)")
+    expect(preview).to_contain_text("Aisyah Rahman")
+    expect(preview).to_contain_text("Siti Nurhaliza")
+    expect(preview).not_to_contain_text("Wei Ming")
+    expect(preview).not_to_contain_text("Kumar")
+    shot(page, "contacts-3-segment-preview")
+    assert not Segment.objects.exists()  # a preview saves nothing
+    page.get_by_role("button", name="Save segment").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Ipoh VIPs")
+
+    # 3. A blast from it, with an attribute placeholder; sent to the sandbox, watched to the end.
+    page.fill("#id_tag", "Raya Ipoh")
+    page.fill("#id_message", "Salam {first_name}, jumpa di kedai {bandar|kami}!")
+    page.fill("#id_device", "sandbox")
+    shot(page, "contacts-4-segment")
+    page.get_by_role("button", name="Create draft blast").click()
+    expect(page).to_have_url(re.compile(r"/blasts/\d+/$"))
+    blast = Blast.objects.get()
+    assert blast.segment.name == "Ipoh VIPs"
+    assert sorted(blast.recipients.values_list("name", flat=True)) == ["Aisyah Rahman", "Siti Nurhaliza"]
+    page.get_by_role("button", name="Send", exact=True).click()
+    expect(page.locator("#live .state")).to_have_text("Queued")
+    with sending(blast):
+        page.wait_for_function(
+            f"""() => {{
+              const n = ({READ_FUNNEL})();
+              return n.Sent === 2 && n.Read === 2
+                && document.querySelector("#live .state").textContent.trim() === "Completed";
+            }}""",
+            timeout=20_000,
+        )
+    shot(page, "contacts-5-blast-sent")
+    texts = {message.phone: message.text for message in wsapme_sandbox.messages.values()}
+    assert texts == {
+        "60123456789": "Salam Aisyah, jumpa di kedai Ipoh!",
+        "601112345678": "Salam Siti, jumpa di kedai Ipoh!",
+    }
+
+    # 4. One person's timeline, from the blast's recipients.
+    page.locator("#recipients-live").get_by_role("link", name="+60123456789").click()
+    page.get_by_role("link", name="Everything about this person").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Aisyah Rahman")
+    timeline = page.locator("#timeline")
+    expect(timeline).to_contain_text("Raya Ipoh")
+    expect(timeline).to_contain_text("Read")
+    shot(page, "contacts-6-timeline")
+
+    # The same pages at phone width.
+    phone = new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    sign_in(phone, live_server)
+    for name, path in {
+        "contacts-phone-list": "/contacts/?tag=VIP",
+        "contacts-phone-timeline": f"/contacts/{aisyah.pk}/",
+        "contacts-phone-segment": f"/segments/{blast.segment_id}/",
+    }.items():
+        phone.goto(f"{live_server.url}{path}")
+        expect(phone.locator("main h1")).to_be_visible()
+        shot(phone, name)
+        assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), path

@@ -9,8 +9,9 @@ from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from blasts.models import Blast, validate_placeholders
+from blasts.models import Blast
 from blasts.recipients import Recipient, message_render, messages_preview, parse_recipients
+from blasts.services import blast_create
 
 FORM = {
     "tag": "Raya",
@@ -28,17 +29,20 @@ FORM = {
         ("Hi {name|there}, {first_name}", "", "Hi there, "),
         ("Hi {name|}", "", "Hi "),
         ("Call {phone|x}", "", "Call +60123456789"),
-        ("{unknown|x} stays", "Ali", "{unknown|x} stays"),
+        ("{city|your area} without the attribute", "Ali", "your area without the attribute"),
     ],
 )
 def test_a_fallback_speaks_for_a_recipient_without_a_name(template, name, text):
     assert message_render(template, Recipient("+60123456789", name)) == text
 
 
-def test_an_unknown_placeholder_is_refused_with_or_without_a_fallback():
-    validate_placeholders("Salam {first_name|Tuan/Puan}, {name}")
+def test_a_placeholder_no_recipient_has_is_refused_with_or_without_a_fallback(db):
+    recipients = parse_recipients([("Line 1", "+60123456789", "Ali", {"city": "Ipoh"})])
+    blast_create(tag="t", message="Salam {first_name|Tuan/Puan}, {name} of {city}", recipients=recipients,
+                 device="d")  # fmt: skip
     with pytest.raises(ValidationError, match=r"\{nama\}"):
-        validate_placeholders("Salam {nama|Tuan}")
+        blast_create(tag="t", message="Salam {nama|Tuan}", recipients=recipients, device="d")
+    assert Blast.objects.count() == 1
 
 
 def test_the_preview_counts_the_nameless_and_each_distinct_text():

@@ -226,7 +226,7 @@ def test_a_follow_up_draft_takes_the_recipients_stuck_at_a_status(admin_client):
     ("data", "error"),
     [
         ({"status": "READ_ACK", "message": "Hi"}, "No recipient of this blast is at read now."),
-        ({"status": "DELIVERY_ACK", "message": "Hi {nmae}"}, "Unknown placeholder {nmae}"),
+        ({"status": "DELIVERY_ACK", "message": "Hi {nmae}"}, "No recipient has {nmae}"),
         ({"status": "CLOSED", "message": "Hi"}, "Select a valid choice."),
     ],
 )
@@ -268,7 +268,7 @@ def test_the_new_blast_page_creates_a_draft_and_goes_to_it(admin_client, admin_u
     [
         ({"recipients_text": "0123456789\nnonsense"}, "Line 2: &#x27;nonsense&#x27; is not a phone number."),
         ({"recipients_text": ""}, "No recipients: give at least one phone number."),
-        ({"message": "Hi {nmae}"}, "Unknown placeholder {nmae}"),
+        ({"message": "Hi {nmae}"}, "No recipient has {nmae}"),
         ({"tag": ""}, "This field is required."),
         ({"scheduled_at": "tomorrow-ish"}, "Enter a valid date/time."),
     ],

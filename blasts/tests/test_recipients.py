@@ -32,15 +32,17 @@ def test_invalid_numbers_say_why(raw, reason):
 def test_pasted_lines_with_and_without_names():
     rows = rows_from_text("0123456789,Aisyah\n\n+60198765432\n  01112345678 , Tan Wei Ming \n")
     assert rows == [
-        ("Line 1", "0123456789", "Aisyah"),
-        ("Line 3", "+60198765432", ""),
-        ("Line 4", "01112345678", "Tan Wei Ming"),
+        ("Line 1", "0123456789", "Aisyah", {}),
+        ("Line 3", "+60198765432", "", {}),
+        ("Line 4", "01112345678", "Tan Wei Ming", {}),
     ]
 
 
 def test_csv_header_is_skipped_and_columns_found_by_name():
-    text = "name,phone number\nAisyah,0123456789\n"
-    assert rows_from_text(text, label="CSV line") == [("CSV line 2", "0123456789", "Aisyah")]
+    text = "name,phone number,City,Last Order\nAisyah,0123456789,Ipoh,\n"
+    assert rows_from_text(text, label="CSV line") == [
+        ("CSV line 2", "0123456789", "Aisyah", {"city": "Ipoh"})
+    ]
 
 
 def test_duplicates_are_dropped_and_counted():
@@ -75,9 +77,8 @@ def test_an_overlong_name_is_an_error():
 
 def test_messages_are_personalised_per_recipient():
     recipient = BlastRecipient(phone="+60123456789", name="Aisyah binti Ali")
-    template = "Hi {first_name} ({name}, {phone}) - {unknown} {{braces}}"
-    assert (
-        message_render(template, recipient)
-        == "Hi Aisyah (Aisyah binti Ali, +60123456789) - {unknown} {{braces}}"
-    )
+    template = "Hi {first_name} ({name}, {phone}) - {city|your town} {product}"
+    assert message_render(template, recipient) == "Hi Aisyah (Aisyah binti Ali, +60123456789) - your town "
+    with_attributes = Recipient("+60123456789", "Aisyah", {"city": "Ipoh", "product": "Baju"})
+    assert message_render(template, with_attributes) == "Hi Aisyah (Aisyah, +60123456789) - Ipoh Baju"
     assert message_render("Hi {name}!", BlastRecipient(phone="+60123456789")) == "Hi !"

@@ -229,7 +229,8 @@ CORE = ("models", "statuses", "recipients", "text", "threads", "templatetags", "
 def _layer(module: str) -> str:
     """'interface', 'core' or 'logic' (services, selectors and the capability sub-packages)."""
     name = module.removeprefix("blasts.")
-    if name.startswith(INTERFACES):
+    # contacts.views and contacts.import_views are interfaces too
+    if any(part.startswith(INTERFACES) or part.endswith(INTERFACES) for part in name.split(".")):
         return "interface"
     return "core" if name.startswith(CORE) else "logic"
 

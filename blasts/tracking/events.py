@@ -28,8 +28,9 @@ from blastsite.logs import log_event
 
 from ..audit import SYSTEM, Actor, Did, audit_record
 from ..gateway.payloads import ReplyEvent, StatusEvent, parse_event
-from ..models import BlastRecipient, OptOut, StatusHistory, WebhookEvent
-from ..services import opt_out_add, recipient_advance
+from ..models import Blast, BlastRecipient, OptOut, StatusHistory, WebhookEvent
+from ..opt_outs.services import opt_out_add
+from ..services import recipient_advance
 from ..statuses import status_from_gateway
 from ..text import fit
 
@@ -217,11 +218,13 @@ def _reply_recipient(event: ReplyEvent) -> BlastRecipient | None:
 
 def _apply_reply(record: WebhookEvent, event: ReplyEvent) -> None:
     record.note = ""
+    recipient = _reply_recipient(event)
     if _is_opt_out(event.text):
         reason = fit(OptOut, "reason", f"Replied {event.text[:40]!r}")
-        opt_out_add(phone=event.phone, reason=reason, by=SYSTEM)
+        blast = Blast(pk=recipient.blast_id) if recipient else None
+        opt_out_add(phone=event.phone, reason=reason, by=SYSTEM, source=OptOut.Source.REPLY, blast=blast,
+                    reply_text=event.text)  # fmt: skip
         record.note = "The number opted out."
-    recipient = _reply_recipient(event)
     record.recipient = recipient
     if recipient is None:
         record.state = State.UNATTRIBUTED

@@ -22,3 +22,37 @@ function labelCells(root) {
 }
 document.addEventListener("DOMContentLoaded", () => labelCells(document));
 document.addEventListener("htmx:afterSettle", () => labelCells(document));
+
+// A segment's rule shows only the boxes its kind reads, and only its kind's ways of comparing (without
+// JavaScript every box shows, and the server reads only the right ones). A box with an error stays.
+const RULE_PARTS = {
+  tag: ["op", "value"],
+  attribute: ["key", "op", "value"],
+  reached: ["stage", "tag", "follow_up_stage", "days"],
+  not_reached: ["stage", "tag", "follow_up_stage", "days"],
+  messaged_fewer: ["times", "days"],
+};
+const RULE_OPS = { tag: ["is", "is_not"], attribute: ["equals", "contains", "is_empty"] };
+function showRuleParts(rule) {
+  const part = (name) => rule.querySelector(`.part[data-field="${name}"]`);
+  const kind = part("kind").querySelector("select").value;
+  const op = part("op").querySelector("select");
+  [...op.options].forEach((option) => {
+    option.hidden = Boolean(option.value && RULE_OPS[kind] && !RULE_OPS[kind].includes(option.value));
+  });
+  if (op.selectedOptions[0] && op.selectedOptions[0].hidden) {
+    op.value = RULE_OPS[kind][0];
+  }
+  const shown = (RULE_PARTS[kind] || []).filter((name) => !(name === "value" && op.value === "is_empty"));
+  rule.querySelectorAll(".part[data-field]").forEach((box) => {
+    const name = box.dataset.field;
+    box.hidden = name !== "kind" && !shown.includes(name) && !box.classList.contains("invalid");
+  });
+}
+document.addEventListener("change", (event) => {
+  const rule = event.target.closest("fieldset.rule");
+  if (rule && event.target.closest('[data-field="kind"], [data-field="op"]')) {
+    showRuleParts(rule);
+  }
+});
+document.addEventListener("DOMContentLoaded", () => document.querySelectorAll("fieldset.rule").forEach(showRuleParts));

@@ -1,0 +1,1 @@
+"""Segments: saved audiences chosen by rules over contacts and their funnel history."""
