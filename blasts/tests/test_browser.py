@@ -772,6 +772,7 @@ def test_a_marketer_imports_contacts_builds_a_segment_sends_a_blast_from_it_and_
     shot(page, "contacts-4-segment")
     page.get_by_role("button", name="Create draft blast").click()
     expect(page).to_have_url(re.compile(r"/blasts/\d+/$"))
+    expect(page.get_by_role("heading", level=1)).to_contain_text("to the members of the segment Ipoh VIPs")
     blast = Blast.objects.get()
     assert blast.segment.name == "Ipoh VIPs"
     assert sorted(blast.recipients.values_list("name", flat=True)) == ["Aisyah Rahman", "Siti Nurhaliza"]
