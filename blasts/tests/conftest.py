@@ -77,6 +77,16 @@ def wsapme_sandbox():
 
 
 @pytest.fixture
+def gateway(db, settings, wsapme_sandbox):
+    """The sandbox as our gateway, with no pacing and short timeouts so tests run in seconds."""
+    settings.WSAPME_TOKEN, settings.WSAPME_SANDBOX, settings.WSAPME_BASE_URL = "", True, wsapme_sandbox.url
+    settings.WSAPME_READ_TIMEOUT = 0.5
+    settings.SEND_RATE_PER_MINUTE = 0
+    settings.SEND_BACKOFF_CAP_SECONDS = 0.1
+    return wsapme_sandbox
+
+
+@pytest.fixture
 def mocked_gateway(settings):
     """WSAPME mocked: `answers[message_id]` is what getMessageStatus says; `calls` counts the asks."""
     settings.WSAPME_BASE_URL, settings.WSAPME_TOKEN, settings.WSAPME_SANDBOX = (

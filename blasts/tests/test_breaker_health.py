@@ -184,12 +184,10 @@ def judging(monkeypatch) -> list[DeliveryHealth]:
 
 
 @pytest.fixture
-def gateway(db, settings, wsapme_sandbox):
-    """The sandbox as our gateway, unpaced; the breaker looks after every send."""
-    settings.WSAPME_TOKEN, settings.WSAPME_SANDBOX, settings.WSAPME_BASE_URL = "", True, wsapme_sandbox.url
-    settings.SEND_RATE_PER_MINUTE = 0
+def gateway(gateway, settings):
+    """The sandbox as our gateway (conftest's); the health check looks after every send."""
     settings.DELIVERY_HEALTH_CHECK_SECONDS = 0
-    return wsapme_sandbox
+    return gateway
 
 
 def test_the_sender_pauses_the_blast_and_a_resume_is_judged_on_new_sends_only(gateway):

@@ -135,13 +135,6 @@ PATHS = {
 }
 
 
-@pytest.fixture
-def gateway(db, settings, wsapme_sandbox):
-    settings.WSAPME_TOKEN, settings.WSAPME_SANDBOX, settings.WSAPME_BASE_URL = "", True, wsapme_sandbox.url
-    settings.SEND_RATE_PER_MINUTE, settings.WSAPME_READ_TIMEOUT = 0, 0.5
-    return wsapme_sandbox
-
-
 @pytest.mark.parametrize("path", PATHS)
 def test_opt_out_is_honoured_on_every_path_when_made_and_when_sent(gateway, path):
     """A number listed before the blast is made is SKIPPED (a segment leaves it out); one that opts out

@@ -417,16 +417,6 @@ def test_a_blast_from_a_segment_refuses_a_placeholder_no_member_has(db):
     assert created.created == 1
 
 
-@pytest.fixture
-def gateway(db, settings, wsapme_sandbox):
-    """The sandbox as our gateway, no pacing (as in test_sending)."""
-    settings.WSAPME_TOKEN, settings.WSAPME_SANDBOX, settings.WSAPME_BASE_URL = "", True, wsapme_sandbox.url
-    settings.WSAPME_READ_TIMEOUT = 0.5
-    settings.SEND_RATE_PER_MINUTE = 0
-    settings.SEND_BACKOFF_CAP_SECONDS = 0.1
-    return wsapme_sandbox
-
-
 def test_a_member_who_opts_out_after_the_blast_was_made_is_skipped_at_send_time(gateway):
     stays, leaves = person("Stays", tags=["VIP"]), person("Leaves", tags=["VIP"])
     blast = blast_create_from_segment(

@@ -27,16 +27,6 @@ from .conftest import make_blast
 Status = BlastRecipient.Status
 
 
-@pytest.fixture
-def gateway(db, settings, wsapme_sandbox):
-    """The sandbox as our gateway, with no pacing and short timeouts so tests run in seconds."""
-    settings.WSAPME_TOKEN, settings.WSAPME_SANDBOX, settings.WSAPME_BASE_URL = "", True, wsapme_sandbox.url
-    settings.WSAPME_READ_TIMEOUT = 0.5
-    settings.SEND_RATE_PER_MINUTE = 0
-    settings.SEND_BACKOFF_CAP_SECONDS = 0.1
-    return wsapme_sandbox
-
-
 def queued_blast(recipients=3, **fields):
     blast = make_blast(recipients, device="sandbox", **fields)
     blast_queue(blast=blast)
