@@ -75,14 +75,14 @@ class LoadGenerator:
     """Closed loop: `connections` clients, each posting one event and waiting for the answer, again
     and again. A new connection each time: gunicorn closes it after every answer (no keep-alive)."""
 
-    def __init__(self, port: int, secret: str, messages: int):
-        self.port, self.secret, self.messages = port, secret, messages
+    def __init__(self, port: int, secret: str, messages: int, path: str = "/api/webhook/wsapme"):
+        self.port, self.secret, self.messages, self.path = port, secret, messages, path
         self.next_event = 0
         self.results: list[tuple[float, float, int]] = []  # (start, end, HTTP status; 0: no answer)
 
     def request(self, body: bytes) -> bytes:
         head = (
-            f"POST /api/webhook/wsapme?token={self.secret} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"POST {self.path}?token={self.secret} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
             "X-Forwarded-Proto: https\r\nConnection: close\r\n\r\n"
         )
@@ -117,13 +117,16 @@ class LoadGenerator:
 
 class Gunicorn:
     """The site as production serves it (`gunicorn -c python:blastsite.gunicorn blastsite.wsgi`, the
-    Procfile's web process, WEB_CONCURRENCY at its default) on a loopback port. Its access log goes
-    to this script's log, not to the table."""
+    Procfile's web process, WEB_CONCURRENCY at its default) on a loopback port, with the floors'
+    two views added (bench/floor.py). Its access log goes to this script's log, not to the table."""
 
     def __init__(self):
         self.port = common.free_port()
         command = ["gunicorn", "-c", "python:blastsite.gunicorn", "blastsite.wsgi"]
-        env = os.environ | {"GUNICORN_BIND": f"127.0.0.1:{self.port}"}
+        env = os.environ | {
+            "GUNICORN_BIND": f"127.0.0.1:{self.port}",
+            "DJANGO_SETTINGS_MODULE": "bench.floor_settings",
+        }
         self.proc = subprocess.Popen(
             [sys.executable, "-m", *command], cwd=common.ROOT, env=env, stdout=sys.stderr
         )
@@ -183,6 +186,27 @@ def pgbench_tps(clients: int, seconds: int, scale: int) -> float:
     return float(found.group(1))
 
 
+INSERT = "a view that does one INSERT"
+FLOORS = {
+    "a bare Django view (every middleware)": "/bench/floor/bare",
+    INSERT: "/bench/floor/insert",
+}
+
+
+def floor_rate(server: "Gunicorn", path: str, size: dict) -> tuple[float, float, int]:
+    """Requests a second the same load gets from one of the floors' views: (rate, p99 s, requests)."""
+    load = LoadGenerator(server.port, "", size["messages"], path)
+    load.run(size["connections"], size["warmup"])
+    warm = len(load.results)
+    start = time.perf_counter()
+    load.run(size["connections"], size["seconds"])
+    wall = time.perf_counter() - start
+    statuses = {status for _, _, status in load.results}
+    common.check(statuses == {200}, f"{path} answered {sorted(statuses)}")
+    latencies = [end - begin for begin, end, _ in load.results[warm:]]
+    return len(latencies) / wall, percentile(latencies, 0.99), len(latencies)
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(int(fraction * len(ordered)), len(ordered) - 1)]
@@ -213,12 +237,15 @@ def bench(smoke: bool) -> list[common.Row]:
         load.run(size["connections"], size["seconds"])
         wall = time.perf_counter() - start
         meter.stop()
+        floors = {name: floor_rate(server, path, size) for name, path in FLOORS.items()}
     common.say(f"pgbench -N, {workers} clients (one per worker), {size['pgbench_seconds']} s")
     tps = pgbench_tps(workers, size["pgbench_seconds"], size["pgbench_scale"])
 
     measured = load.results[warm:]
     answered = [status for _, _, status in load.results]
-    stored = WebhookEvent.objects.count()
+    stored = WebhookEvent.objects.exclude(
+        kind=WebhookEvent.Kind.UNKNOWN
+    ).count()  # the floor stores "unknown"
     applied = WebhookEvent.objects.filter(state=WebhookEvent.State.APPLIED).count()
     history = StatusHistory.objects.filter(source=StatusHistory.Source.WEBHOOK).count()
     sent, ok = len(answered), answered.count(200)
@@ -239,7 +266,22 @@ def bench(smoke: bool) -> list[common.Row]:
             f"≥ {TARGET_RATE:.0f} events/s",
             rate >= TARGET_RATE,
             f"{len(measured)} events in {wall:.1f} s after a {size['warmup']:g} s warm-up; gunicorn with "
-            f"blastsite/gunicorn.py ({workers} gthread workers), DEBUG off, a new connection per event. {cpu}",
+            f"blastsite/gunicorn.py ({workers} gthread workers), DEBUG off, a new connection per event. {cpu} "
+            f"{rate / floors[INSERT][0]:.2f}x the one-INSERT floor below.",
+        ),
+        *(
+            common.Row(
+                f"3. Floor: {name}",
+                f"{floor:.0f} requests/s",
+                f"pgbench -N {tps:.0f} tps",
+                f"{floor / tps:.3f}x",
+                "—",
+                None,
+                f"The same load ({size['connections']} connections, {size['seconds']:g} s, a new connection "
+                f"each) on {FLOORS[name]} (bench/floor.py, served by the bench only): {count} requests, "
+                f"p99 {p99 * 1000:.1f} ms. The webhook is {rate / floor:.2f}x this.",
+            )
+            for name, (floor, p99, count) in floors.items()
         ),
         common.Row(
             "3. Webhook latency p50 / p99",

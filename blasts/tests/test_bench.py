@@ -29,3 +29,11 @@ def test_the_benchmarks_use_a_bench_database_beside_the_one_given(given, smoke, 
 def test_the_benchmarks_refuse_sqlite():
     with pytest.raises(SystemExit, match="need PostgreSQL"):
         bench_database_url("sqlite:///db.sqlite3", smoke=False)
+
+
+def test_the_webhook_figures_floors_are_served_by_the_bench_alone(client, db, settings):
+    """bench/floor.py's two views answer under the bench's URLconf, and are not the product's URLs."""
+    assert client.post("/bench/floor/bare").status_code == 404
+    settings.ROOT_URLCONF = "bench.floor"
+    assert client.post("/bench/floor/bare").status_code == 200
+    assert client.post("/bench/floor/insert", b"{}", content_type="application/json").status_code == 200
