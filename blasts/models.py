@@ -513,3 +513,19 @@ class Segment(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class BlastRollup(models.Model):
+    """A blast's overview numbers as of `computed_at` (reporting/rollups.py), so the overview reads one
+    row a blast instead of every recipient. It holds only while the blast's live status counts still
+    equal `counts`: any change the ledger makes to a sent recipient changes them for good."""
+
+    blast = models.OneToOneField(Blast, primary_key=True, on_delete=models.CASCADE, related_name="rollup")
+    computed_at = models.DateTimeField()
+    time_zone = models.CharField(max_length=64, help_text="The zone `daily` counts days in.")
+    counts = models.JSONField(help_text="Recipients (canaries left out) per status, when computed.")
+    daily = models.JSONField(help_text="Per local day sent: recipients sent that day per status now.")
+    timings = models.JSONField(help_text="How many were sent, and each stage's time-from-sent histogram.")
+
+    def __str__(self):
+        return f"Rollup of blast {self.blast_id} at {self.computed_at:%Y-%m-%d %H:%M}"

@@ -25,11 +25,10 @@ from .reporting.compare import blast_sequence, comparable_choices, comparable_fu
 from .reporting.funnels import (
     blast_funnel,
     blast_funnels,
-    blasts_daily,
-    blasts_funnel_breakdown,
     blasts_funnel_total,
 )
-from .reporting.timing import blast_read_split, blast_reply_curve, blast_timings, blasts_timings_by_stage
+from .reporting.rollups import blasts_overview
+from .reporting.timing import blast_read_split, blast_reply_curve, blast_timings
 from .selectors import (
     blast_canaries,
     blast_filter_choices,
@@ -128,12 +127,11 @@ class OverviewView(BlastFilterPage):
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
-        blasts = self.object_list
-        daily = blasts_daily(blasts)
-        funnels = blasts_funnel_breakdown(blasts)
+        overview = blasts_overview(self.object_list)  # from the rollups that still hold, the rest live
+        daily, funnels = overview.daily, overview.breakdown
         context.update(
             total=funnels.total,
-            stage_timings=blasts_timings_by_stage(blasts),
+            stage_timings=overview.stage_timings,
             comparisons=[("tag", funnels.by("tag")), ("follow-up stage", funnels.by("follow_up_stage"))],
             daily=daily,
             trend_max=max((day["sent"] for day in daily), default=1),

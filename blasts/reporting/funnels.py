@@ -221,6 +221,41 @@ def blasts_funnel_breakdown(blasts) -> FunnelBreakdown:
     return FunnelBreakdown(dict(cells))
 
 
+# blasts_funnel_breakdown per blast: each blast's recipients counted from the index alone, as there.
+BY_BLAST_SQL = """
+    SELECT b.id, c.status, c.n
+    FROM ({blasts}) AS b CROSS JOIN LATERAL (
+        SELECT status, COUNT(*) AS n FROM blasts_blastrecipient
+        WHERE blast_id = b.id AND NOT is_canary  -- audience(): the canaries left out
+        GROUP BY status
+    ) AS c
+"""
+
+
+def blasts_status_counts(blasts) -> dict[int, dict[int, int]]:
+    """Each of the given blasts' (a queryset) recipients counted by status, in one query (no recipients: left out)."""
+    connection = connections[blasts.db]
+    if connection.vendor == "postgresql":
+        try:
+            sql, params = blasts.order_by().values("id").query.get_compiler(blasts.db).as_sql()
+        except EmptyResultSet:
+            return {}
+        with connection.cursor() as cursor:
+            cursor.execute(BY_BLAST_SQL.format(blasts=sql), params)
+            rows = cursor.fetchall()
+    else:
+        rows = (
+            audience(blast__in=blasts.order_by().values("pk"))
+            .order_by()
+            .values_list("blast_id", "status")
+            .annotate(n=Count("*"))
+        )
+    counts: dict[int, dict[int, int]] = defaultdict(dict)
+    for blast_id, status, n in rows:
+        counts[blast_id][status] = n
+    return dict(counts)
+
+
 def blasts_funnel_total(blasts) -> Funnel:
     """One funnel over every recipient of the given blasts (a queryset), in one query."""
     return blasts_funnel_breakdown(blasts).total

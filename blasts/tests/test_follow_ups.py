@@ -226,4 +226,5 @@ def test_timing_per_follow_up_stage_against_hand_computed_medians(admin_client):
     )
     assert (delivered["Follow-up 1"].median, delivered["Follow-up 1"].p90) == (2 * H, 3 * H)  # (1 + 3) / 2
     page = admin_client.get(reverse("overview")).content.decode()
-    assert "<td>20 min / 1 h</td>" in page and "<td>2 h / 3 h</td>" in page
+    # The overview reads the times from histograms (reporting/rollups.py): within about 9 %, and says so.
+    assert "<td>18 min / 1 h 2 min</td>" in page and "<td>1 h 59 min / 2 h 57 min</td>" in page

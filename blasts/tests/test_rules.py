@@ -107,6 +107,7 @@ def _selector_calls(blast: Blast, recipient: BlastRecipient) -> dict:
         funnels.blasts_funnel_breakdown: lambda: funnels.blasts_funnel_breakdown(blasts),
         funnels.blasts_funnel_total: lambda: funnels.blasts_funnel_total(blasts),
         funnels.blasts_daily: lambda: funnels.blasts_daily(blasts),
+        funnels.blasts_status_counts: lambda: funnels.blasts_status_counts(blasts),
         selectors.blast_progress: lambda: selectors.blast_progress(blast),
         selectors.blast_canaries: lambda: selectors.blast_canaries(blast.pk),
         timing.blast_timings: lambda: timing.blast_timings([blast.pk]),

@@ -22,6 +22,7 @@ from ..alerts import workers_alert_quiet
 from ..audit import SYSTEM, Actor, Did, audit_record
 from ..gateway.client import WsapmeClient, WsapmeError
 from ..models import Blast, BlastRecipient, StatusCheck, StatusHistory, WebhookEvent
+from ..reporting.rollups import rollups_refresh_due
 from ..services import recipient_advance
 from ..statuses import status_from_gateway
 from ..threads import run_in_threads
@@ -300,6 +301,7 @@ def poll_pass(
     tally = poll_due(client=client, concurrency=concurrency, stop=stop)
     status_checks_finish_lost(now=timezone.now())
     workers_alert_quiet(now=timezone.now())  # the senders gone quiet: tell people
+    rollups_refresh_due()  # the overview's rollups of settled blasts, once a minute
     return tally, early_acks
 
 
