@@ -2,11 +2,12 @@
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.utils import timezone
 
 from .audit import SYSTEM, Actor, Did, audit_record
@@ -55,6 +56,7 @@ def recipient_advance(
     `also` sets other columns to plain values in the same write (e.g. the message id with PENDING).
     """
     pk = recipient.pk if isinstance(recipient, BlastRecipient) else recipient
+    db = connections[DEFAULT_DB_ALIAS]  # `connection` looks itself up on every use: a send makes ~40
     now = timezone.now()
     changes: dict[str, Any] = {**(also or {}), "status": status, "status_changed_at": now}
     if reason:
@@ -67,16 +69,16 @@ def recipient_advance(
         where_params += [held_by, *ACTIVE]
     if lease_ended_before is not None:
         where.append(LEASE_ENDED)
-        where_params += [Status.SENDING, _prepared("claimed_until", lease_ended_before)]
+        where_params += [Status.SENDING, _prepared("claimed_until", lease_ended_before, db)]
     assign, assign_params = [], []
     for name, value in changes.items():
         if hasattr(value, "resolve_expression"):
             raise TypeError(f"recipient_advance sets plain values, not {name}={value!r}")
-        assign.append(f"{connection.ops.quote_name(BlastRecipient._meta.get_field(name).column)} = %s")
-        assign_params.append(_prepared(name, value))
+        assign.append(f"{_column(name, db.vendor)} = %s")
+        assign_params.append(_prepared(name, value, db))
     for name in firsts:  # only where not reached before
         assign.append(f"{name} = COALESCE({name}, %s)")
-        assign_params.append(_prepared(name, occurred_at or now))
+        assign_params.append(_prepared(name, occurred_at or now, db))
     history = StatusHistory(
         recipient_id=pk,
         to_status=status,
@@ -87,7 +89,7 @@ def recipient_advance(
         raw=raw,
     )
     movable = [current for current in Status if can_move(current, status)]
-    write = _advance_in_one_statement if connection.vendor == "postgresql" else _advance_under_lock
+    write = _advance_in_one_statement if db.vendor == "postgresql" else _advance_under_lock
     found, moved = write(
         pk, (" AND ".join(where), where_params), (", ".join(assign), assign_params), movable, history
     )
@@ -119,9 +121,21 @@ ADVANCE_SQL = """
     SELECT EXISTS (SELECT 1 FROM old), EXISTS (SELECT 1 FROM moved)"""
 
 
-def _prepared(name: str, value: Any) -> Any:
+def _prepared(name: str, value: Any, db=connection) -> Any:
     """A recipient column's value as the database takes it (aware times, JSON, choices)."""
-    return BlastRecipient._meta.get_field(name).get_db_prep_save(value, connection)
+    return BlastRecipient._meta.get_field(name).get_db_prep_save(value, db)
+
+
+@cache
+def _column(name: str, vendor: str) -> str:
+    """A recipient field's column, quoted for the database (the same for every call)."""
+    return connection.ops.quote_name(BlastRecipient._meta.get_field(name).column)
+
+
+@cache
+def _history_fields() -> tuple:
+    """StatusHistory's columns that ADVANCE_SQL inserts (all but the id and from_status, which it reads)."""
+    return tuple(f for f in StatusHistory._meta.concrete_fields if f.name not in ("id", "from_status"))
 
 
 def _advance_under_lock(pk, where, assign, movable, history) -> tuple[bool, bool]:
@@ -141,17 +155,16 @@ def _advance_under_lock(pk, where, assign, movable, history) -> tuple[bool, bool
 def _advance_in_one_statement(pk, where, assign, movable, history) -> tuple[bool, bool]:
     """The same write as ADVANCE_SQL: one PostgreSQL statement. (found, moved)"""
     (where, where_params), (assign, assign_params) = where, assign
-    logged = [
-        field for field in StatusHistory._meta.concrete_fields if field.name not in ("id", "from_status")
-    ]
-    values = [field.get_db_prep_save(field.value_from_object(history), connection) for field in logged]
+    db = connections[DEFAULT_DB_ALIAS]
+    logged = _history_fields()
+    values = [field.get_db_prep_save(field.value_from_object(history), db) for field in logged]
     sql = ADVANCE_SQL.format(
         where=where,
         assign=assign,
         logged=", ".join(field.column for field in logged),
         values=", ".join(["%s"] * len(values)),
     )
-    with connection.cursor() as cursor:
+    with db.cursor() as cursor:
         cursor.execute(sql, [*where_params, *assign_params, pk, movable, *values])
         return cursor.fetchone()
 

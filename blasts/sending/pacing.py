@@ -147,14 +147,16 @@ def device_read(device_id: str) -> Device:
 
 
 def device_reserve_slot(
-    device_id: str, *, now: datetime, max_wait: float, rng: random.Random
+    device_id: str, *, now: datetime, max_wait: float, rng: random.Random, device: Device | None = None
 ) -> tuple[datetime, bool]:
     """Reserve the device's next send slot for one message; return (slot, reserved).
 
     Not reserved (and nothing counted) when the slot is more than `max_wait` seconds away:
     the window is closed, a cap is reached, or the gateway asked us to wait (Retry-After).
+    `device`: its row as the caller just read it (send_one reads it with the recipient), saving a read
+    when pacing is off; a paced reservation reads it again under its lock.
     """
-    device = device_get(device_id)
+    device = device or device_get(device_id)
     pacing = Pacing.for_device(device)
     if pacing.unlimited:
         slot = max(now, device.blocked_until or now)
