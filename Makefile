@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ADDR ?= 127.0.0.1:8000
 
-.PHONY: run test lint format install requirements audit bench bench-smoke
+.PHONY: run test test-pgbouncer lint format install requirements audit bench bench-smoke
 
 # Production's packages and the tools to test it, exactly as pinned and hashed (requirements-dev.txt
 # includes requirements.txt; a server installs requirements.txt alone, see the README).
@@ -47,6 +47,11 @@ run: install .env
 
 test: install
 	$(PY) -m pytest
+
+# The PostgreSQL suite through a local PgBouncer in transaction mode, as Neon's pooled hosts serve the app
+# (needs Debian's pgbouncer package). Not part of .ci/run, to keep CI under 20 minutes.
+test-pgbouncer: install
+	.ci/pgbouncer
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -15,7 +15,11 @@ SHOW = "import json, django; from django.conf import settings as s; django.setup
 
 
 def read_settings(attr="s.DATABASES['default']", **env):
-    clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DEBUG", "SECRET_KEY"}}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "DATABASE_POOLED", "DEBUG", "SECRET_KEY"}
+    }
     clean = {k: v for k, v in clean.items() if not (k in env and env[k] is None)}  # KEY=None removes KEY
     clean.update(ENV_FILE="/nonexistent", DJANGO_SETTINGS_MODULE="blastsite.settings")
     clean.update({k: v for k, v in env.items() if v is not None})
