@@ -7,8 +7,13 @@ of 1,000 pasted lines (compared with parsing the lines alone). The pages go thro
 the whole Django stack in process (middleware, session, templates), not over HTTP. Each is
 compared with one raw count(*) over the same recipients in the same run: the least any query
 answering it must read.
+
+BENCH_SCALE=N (`make bench SCALE=N`, `python -m bench.run --scale N`) multiplies the blasts by N over
+the same 120 days (so a month holds N times the blasts, each still of 500 recipients) and adds a row
+for the seeding time; the targets stay those of the full size, so at N times they are informational.
 """
 
+import os
 import statistics
 import time
 from datetime import timedelta
@@ -19,6 +24,28 @@ from bench import common
 FULL = {"blasts": 2000, "per_blast": 500, "days": 120, "samples": 20, "repeats": 7, "preview": 1000}
 SMOKE = {"blasts": 20, "per_blast": 100, "days": 40, "samples": 3, "repeats": 2, "preview": 100}
 TARGETS_MS = {"funnel": 20, "stuck": None, "list": 100, "overview": 100, "preview": 1000}
+
+
+def scale() -> float | None:
+    """BENCH_SCALE from the environment (set by `bench.run --scale`), or None for the usual sizes."""
+    value = os.environ.get("BENCH_SCALE", "").strip()
+    if not value:
+        return None
+    try:
+        factor = float(value)
+    except ValueError:
+        factor = 0.0
+    common.check(factor > 0, f"BENCH_SCALE={value!r} is not a positive number")
+    return factor
+
+
+def sizes(smoke: bool, factor: float | None) -> dict:
+    """SMOKE or FULL, with the blasts multiplied by `factor` (the same days, recipients a blast)."""
+    size = dict(SMOKE if smoke else FULL)
+    if factor is not None:
+        size["blasts"] = max(10, round(size["blasts"] * factor))
+    return size
+
 
 # Where recipients end, cumulative shares in funnel order (a blast with receipts mostly on).
 ENDS = (
@@ -165,7 +192,8 @@ def bench(smoke: bool) -> list[common.Row]:
     from blasts.reporting.rollups import rollups_refresh
     from blasts.selectors import blast_stuck
 
-    size = SMOKE if smoke else FULL
+    factor = scale()
+    size = sizes(smoke, factor)
     common.say(f"seeding {size['blasts']:,} blasts x {size['per_blast']} recipients, with history")
     start = time.perf_counter()
     seed(size["blasts"], size["per_blast"], size["days"])
@@ -250,6 +278,20 @@ def bench(smoke: bool) -> list[common.Row]:
             report(figure, ms, ref, common.count_queries(get), target, f"{what}; median of {repeats}")
         )
     rows.append(preview_figure(client, size["preview"], repeats))
+    if factor is not None:  # the scaled run's own row, first: what seeding that much took
+        rows.insert(
+            0,
+            common.Row(
+                f"4. Reporting at {factor:g}x: seeding (bulk SQL, then VACUUM ANALYZE)",
+                f"{seeded:.0f} s",
+                f"{recipients:,} recipients, {history:,} history rows",
+                "—",
+                "—",
+                None,
+                f"{size['blasts']:,} blasts x {size['per_blast']} recipients over {size['days']} days; "
+                f"{rolling}",
+            ),
+        )
     return rows
 
 

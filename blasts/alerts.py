@@ -1,4 +1,5 @@
-"""Alerts: tell people when a blast needs one (it paused itself), is done, or a worker went quiet.
+"""Alerts: tell people when a blast needs one (it paused itself), is done, a worker went quiet, or
+webhook events wait too long to be applied.
 
 Each event raises one alert (its key is unique), delivered after the transaction commits, in a
 thread of its own: by email to the blast's creator and ALERT_EMAILS, and as a JSON POST of
@@ -18,7 +19,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from .models import Alert, Blast, Heartbeat
-from .selectors import STALE_AFTER
+from .selectors import STALE_AFTER, webhook_backlog
 from .text import fit
 
 log = logging.getLogger(__name__)
@@ -99,3 +100,26 @@ def workers_alert_quiet(*, now: datetime) -> int:
         key = f"{Alert.Kind.WORKER_QUIET}:{role}:{seen_at.isoformat()}"
         raised += alert_raise(kind=Alert.Kind.WORKER_QUIET, text=text, key=key) is not None
     return raised
+
+
+def webhook_backlog_alert(*, now: datetime) -> bool:
+    """When the oldest unapplied webhook event has waited longer than BACKLOG_ALERT_AFTER, alert once.
+
+    An alert raised after that event arrived already told of it: one alert while the same events wait
+    (a stopped applier), a new one only once everything late then has been applied and events are late
+    again (an applier that cannot keep up says so at most every few minutes, not every tick).
+    """
+    backlog = webhook_backlog(now)
+    if not backlog.alert:
+        return False
+    if Alert.objects.filter(kind=Alert.Kind.BACKLOG, created_at__gt=backlog.oldest_at).exists():
+        return False
+    minutes = int(backlog.oldest_age.total_seconds() // 60)
+    events = f"{backlog.count} webhook event{'s' if backlog.count != 1 else ''}"
+    text = (
+        f"{events} waiting to be applied, the oldest received {minutes} minutes ago: delivery and read "
+        "counts and replies are not updating. Is apply_events running (manage.py apply_events --loop)? "
+        "See the Status page."
+    )
+    key = f"{Alert.Kind.BACKLOG}:{backlog.oldest_at.isoformat()}"
+    return alert_raise(kind=Alert.Kind.BACKLOG, text=text, key=key) is not None

@@ -281,7 +281,11 @@ class OptOut(models.Model):
 
 
 class WebhookEvent(models.Model):
-    """Every authenticated WSAPME callback, stored raw before we answer, and what became of it."""
+    """Every authenticated WSAPME callback, stored raw before we answer, and what the applier made of it.
+
+    The webhook stores it RECEIVED and answers; `manage.py apply_events` applies it through the
+    ledger and fills in the rest (kind, message id, number, state, note, applied_at).
+    """
 
     class Kind(models.TextChoices):
         STATUS = "status", "Status"
@@ -289,16 +293,17 @@ class WebhookEvent(models.Model):
         UNKNOWN = "unknown", "Not understood"
 
     class State(models.TextChoices):
+        RECEIVED = "received", "Received, not applied yet"
         APPLIED = "applied", "Applied"
         NO_CHANGE = "no_change", "No change (duplicate or older)"
         WAITING = "waiting", "Waiting (an ack for its message id, a reply for its send to end)"
         UNATTRIBUTED = "unattributed", "Reply from no recent recipient"
         IGNORED = "ignored", "Ignored (status not understood)"
-        REVIEW = "review", "Needs review (shape not understood)"
+        REVIEW = "review", "Needs review (not understood, or failed to apply)"
 
     received_at = models.DateTimeField(default=timezone.now, db_index=True)
     body = models.JSONField(null=True, blank=True)
-    kind = models.CharField(max_length=10, choices=Kind.choices)
+    kind = models.CharField(max_length=10, choices=Kind.choices, blank=True)  # blank until applied
     state = models.CharField(max_length=12, choices=State.choices)
     message_id = models.CharField(max_length=MESSAGE_ID_MAX_LENGTH, blank=True, db_index=True)
     status = models.CharField(max_length=20, blank=True, help_text="The status as the gateway wrote it.")
@@ -308,10 +313,15 @@ class WebhookEvent(models.Model):
         BlastRecipient, null=True, blank=True, on_delete=models.SET_NULL, related_name="webhook_events"
     )
     note = models.CharField(max_length=255, blank=True)
+    applied_at = models.DateTimeField(null=True, blank=True, help_text="When the applier last applied it.")
 
     class Meta:
         ordering = ["-received_at", "-id"]
-        indexes = [models.Index(fields=["state", "received_at"], name="webhook_state_time")]
+        indexes = [
+            models.Index(fields=["state", "received_at"], name="webhook_state_time"),
+            # The applier's queue: only unapplied events, in arrival order (a small index, whatever the history).
+            models.Index(fields=["id"], condition=models.Q(state="received"), name="webhook_unapplied"),
+        ]
 
     def __str__(self):
         return f"{self.get_kind_display()} {self.message_id or self.phone} ({self.state})"
@@ -323,6 +333,7 @@ class Heartbeat(models.Model):
     class Role(models.TextChoices):
         SENDER = "sender", "Sender"
         POLLER = "poller", "Status poller"
+        APPLIER = "applier", "Event applier"
 
     name = models.CharField(
         max_length=100, primary_key=True, help_text="host:pid for a sender; host for polls."
@@ -432,13 +443,15 @@ class AuditRecord(models.Model):
 
 
 class Alert(models.Model):
-    """A message to people: a blast paused by itself or completed, or a worker that went quiet. Each
-    event raises one alert (its key); delivery by email and webhook is recorded, failures too."""
+    """A message to people: a blast paused by itself or completed, a worker that went quiet, or webhook
+    events left unapplied. Each event raises one alert (its key); delivery by email and webhook is
+    recorded, failures too."""
 
     class Kind(models.TextChoices):
         PAUSED = "paused", "Paused by itself"
         COMPLETED = "completed", "Completed"
         WORKER_QUIET = "worker_quiet", "Worker quiet"
+        BACKLOG = "backlog", "Webhook events waiting"
 
     key = models.CharField(max_length=200, unique=True, help_text="One alert per event.")
     kind = models.CharField(max_length=20, choices=Kind.choices)

@@ -1,4 +1,5 @@
-"""Named reads about blasts in flight: ETA, where recipients are stuck, progress, canaries, workers.
+"""Named reads about blasts in flight: ETA, where recipients are stuck, progress, canaries, workers,
+and the webhook events waiting for the applier.
 
 Funnel counts, timings and comparisons are in reporting/.
 """
@@ -9,7 +10,7 @@ from datetime import datetime, timedelta
 from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
-from .models import Blast, BlastRecipient, Heartbeat
+from .models import Blast, BlastRecipient, Heartbeat, WebhookEvent
 from .reporting.funnels import audience
 from .sending.pacing import device_finish_time
 from .statuses import ACTIVE, FOLLOW_UP_FROM, FUNNEL_ORDER
@@ -135,7 +136,11 @@ def blast_canaries(blast_id: int) -> list[BlastRecipient]:
 
 
 # How long each kind of worker may stay silent before the status page calls it stale.
-STALE_AFTER = {Heartbeat.Role.SENDER: timedelta(minutes=2), Heartbeat.Role.POLLER: timedelta(minutes=15)}
+STALE_AFTER = {
+    Heartbeat.Role.SENDER: timedelta(minutes=2),
+    Heartbeat.Role.POLLER: timedelta(minutes=15),
+    Heartbeat.Role.APPLIER: timedelta(minutes=2),
+}
 
 
 def workers_status(now: datetime | None = None) -> list[dict]:
@@ -146,6 +151,63 @@ def workers_status(now: datetime | None = None) -> list[dict]:
         {"heartbeat": beat, "ago": now - beat.seen_at, "stale": now - beat.seen_at > STALE_AFTER[beat.role]}
         for beat in rows
     ]
+
+
+# An unapplied webhook event older than this means the applier is down or falling behind: an alert.
+BACKLOG_ALERT_AFTER = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    count: int  # webhook events stored RECEIVED, not applied yet
+    oldest_at: datetime | None  # when the oldest of them was received; None when there are none
+    oldest_age: timedelta | None  # how long it has waited; None when there are none
+
+    @property
+    def alert(self) -> bool:
+        """Whether the oldest has waited longer than BACKLOG_ALERT_AFTER."""
+        return self.oldest_age is not None and self.oldest_age > BACKLOG_ALERT_AFTER
+
+
+def webhook_backlog(now: datetime | None = None) -> Backlog:
+    """How many webhook events wait for the applier and how old the oldest is, in one query
+    (over the partial index of unapplied events)."""
+    now = now or timezone.now()
+    row = WebhookEvent.objects.filter(state=WebhookEvent.State.RECEIVED).aggregate(
+        count=Count("id"), oldest_at=Min("received_at")
+    )
+    oldest_at = row["oldest_at"]
+    # An event stamped a moment after `now` (clocks of two hosts) has waited no time, not a negative one.
+    age = max(now - oldest_at, timedelta(0)) if oldest_at else None
+    return Backlog(row["count"], oldest_at, age)
+
+
+def health_report(now: datetime | None = None) -> dict:
+    """For /healthz?deep=1, in two queries: each worker role's newest heartbeat and the webhook backlog.
+
+    "status" is "unhealthy" when webhook events have waited past BACKLOG_ALERT_AFTER (delivery and read
+    counts have stopped moving); a quiet worker is reported but not unhealthy by itself, as on the Status
+    page (a sender with nothing to send, a poller run from cron). Worker names (host:pid) stay on the
+    Status page, behind its login.
+    """
+    now = now or timezone.now()
+    newest: dict[str, dict] = {}
+    for row in workers_status(now):  # newest first within each role
+        newest.setdefault(
+            row["heartbeat"].role,
+            {"seen_seconds_ago": int(row["ago"].total_seconds()), "stale": row["stale"]},
+        )
+    backlog = webhook_backlog(now)
+    return {
+        "status": "unhealthy" if backlog.alert else "ok",
+        "workers": {role: newest.get(role) for role in Heartbeat.Role.values},  # None: none in a week
+        "backlog": {
+            "count": backlog.count,
+            "oldest_age_seconds": int(backlog.oldest_age.total_seconds()) if backlog.oldest_age else None,
+            "alert_after_seconds": int(BACKLOG_ALERT_AFTER.total_seconds()),
+            "alert": backlog.alert,
+        },
+    }
 
 
 def blast_filter_choices() -> dict[str, list[str]]:

@@ -11,6 +11,7 @@ from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.utils import timezone
 
 from .audit import SYSTEM, Actor, Did, audit_record
+from .bulk import rows_insert, rows_update
 from .contacts.book import ContactIn, contacts_upsert, message_check
 from .models import (
     AuditRecord,
@@ -98,6 +99,69 @@ def recipient_advance(
     if moved and isinstance(recipient, BlastRecipient):
         recipient.refresh_from_db(fields=[*changes, *firsts])
     return moved
+
+
+@dataclass(frozen=True)
+class Advance:
+    """One status change for recipients_advance_many (recipient_advance's arguments, for one row)."""
+
+    recipient: int
+    status: int
+    occurred_at: datetime | None = None
+    raw: Any = None
+    reason: str = ""
+
+
+def recipients_advance_many(advances: list[Advance], *, source: Source) -> list[bool]:
+    """recipient_advance for many changes, in the caller's transaction: set-based, same rule.
+
+    The rows are locked in id order (two appliers never deadlock on them), each change is judged
+    in the given order as if applied alone (can_move, first-reached times kept), then every changed
+    row is written in one UPDATE and every applied change logged in one multi-row INSERT.
+    Returns, per change, whether it applied.
+    """
+    now, fields = timezone.now(), [*ADVANCED_FIELDS]
+    wanted = {advance.recipient for advance in advances}
+    locked = BlastRecipient.objects.select_for_update().filter(pk__in=wanted).order_by("pk").only(*fields)
+    rows = {row.pk: row for row in locked}
+    if missing := wanted - rows.keys():
+        raise BlastRecipient.DoesNotExist(f"recipients {sorted(missing)} do not exist")
+    moved, history, changed = [], [], {}
+    for advance in advances:
+        row = rows[advance.recipient]
+        moved.append(can_move(row.status, advance.status))
+        if not moved[-1]:
+            continue
+        history.append(
+            StatusHistory(
+                recipient_id=row.pk,
+                from_status=row.status,
+                to_status=advance.status,
+                source=source,
+                occurred_at=advance.occurred_at,
+                recorded_at=now,
+                raw=advance.raw,
+            )
+        )
+        row.status, row.status_changed_at = advance.status, now
+        row.failure_reason = advance.reason or row.failure_reason
+        firsts = [field for stage, field in STAGE_TIME_FIELDS if stage <= advance.status]
+        for field in firsts + (["failed_at"] if advance.status == Status.FAILED else []):
+            if getattr(row, field) is None:
+                setattr(row, field, advance.occurred_at or now)
+        changed[row.pk] = row
+    rows_update(BlastRecipient, list(changed.values()), fields)
+    rows_insert(StatusHistory, history)
+    return moved
+
+
+ADVANCED_FIELDS = (
+    "status",
+    "status_changed_at",
+    "failure_reason",
+    "failed_at",
+    *dict(STAGE_TIME_FIELDS).values(),
+)
 
 
 # The conditions a caller may put on an advance (recipient_advance's held_by and lease_ended_before).
@@ -311,13 +375,13 @@ def records_prune(*, older_than: timedelta, batch: int = 5000) -> dict[str, int]
     AUDIT_KEEP_DAYS; return how many of each.
 
     Funnel counts never change: they are read from each recipient's current status and stage times,
-    not from history. Events still waiting for their send are kept, whatever their age.
+    not from history. Events not applied yet, or waiting for their send, are kept, whatever their age.
     """
     cutoff = timezone.now() - older_than
     audit_cutoff = timezone.now() - timedelta(days=settings.AUDIT_KEEP_DAYS)
     old = {
         "webhook events": WebhookEvent.objects.filter(received_at__lt=cutoff).exclude(
-            state=WebhookEvent.State.WAITING
+            state__in=[WebhookEvent.State.WAITING, WebhookEvent.State.RECEIVED]
         ),
         "history rows": StatusHistory.objects.filter(recorded_at__lt=cutoff),
         "audit rows": AuditRecord.objects.filter(at__lt=audit_cutoff),

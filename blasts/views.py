@@ -30,11 +30,14 @@ from .reporting.funnels import (
 from .reporting.rollups import blasts_overview
 from .reporting.timing import blast_read_split, blast_reply_curve, blast_timings
 from .selectors import (
+    BACKLOG_ALERT_AFTER,
     blast_canaries,
     blast_filter_choices,
     blast_progress,
     blast_stuck,
+    health_report,
     tags_like,
+    webhook_backlog,
     workers_status,
 )
 from .statuses import ACTIVE
@@ -44,10 +47,17 @@ from .tracking.unmatched import blast_unmatched, recipient_match_choices
 
 @require_GET
 def healthz(request):
-    """For load balancers and uptime checks: 200 when the database answers, 503 when it does not."""
+    """For load balancers and uptime checks: 200 when the database answers, 503 when it does not.
+
+    `?deep=1`, for an uptime check rather than a load balancer, also reports the workers' heartbeats
+    and the webhook backlog, and is 503 when webhook events have waited too long to be applied.
+    """
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
+        if request.GET.get("deep") not in (None, "", "0"):
+            report = health_report()
+            return JsonResponse({**report, "database": "ok"}, status=503 if report["status"] != "ok" else 200)
     except DatabaseError:
         return JsonResponse({"status": "unavailable", "database": "down"}, status=503)
     return JsonResponse({"status": "ok", "database": "ok"})
@@ -72,7 +82,8 @@ def by_page(request) -> Actor:
 
 
 class StatusView(StaffOnly, TemplateView):
-    """For operators: the database, each worker's last heartbeat, and the last status poll."""
+    """For operators: the database, each worker's last heartbeat, the last status poll, and the webhook
+    events waiting for the applier."""
 
     template_name = "blasts/status.html"
 
@@ -83,6 +94,9 @@ class StatusView(StaffOnly, TemplateView):
             "workers": workers,
             "senders": [w for w in workers if w["heartbeat"].role == Heartbeat.Role.SENDER],
             "pollers": [w for w in workers if w["heartbeat"].role == Heartbeat.Role.POLLER],
+            "appliers": [w for w in workers if w["heartbeat"].role == Heartbeat.Role.APPLIER],
+            "backlog": webhook_backlog(),
+            "backlog_alert_after": BACKLOG_ALERT_AFTER,
             "waiting": Blast.objects.filter(state__in=ACTIVE).count(),
             "alerts": Alert.objects.select_related("blast")[:20],
             "alert_emails": settings.ALERT_EMAILS,

@@ -1,4 +1,7 @@
-"""WSAPME callbacks: authenticate by a secret of ours, parse every known shape, store, apply, answer fast.
+"""WSAPME callbacks: authenticate by a secret of ours, store the events raw, answer fast.
+
+Applying them is the applier's job (tracking/applier.py, `manage.py apply_events`): the webhook stays
+fast and up when the ledger is slow or a row is locked by a sender.
 
 WSAPME offers no signature, so the operator pastes our secret into its dashboard: as a
 `?token=` in the URL (or a path segment), an `X-Webhook-Token` header, or an HTTP Basic
@@ -19,7 +22,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from .text import clean_json
-from .tracking.events import webhook_events_receive
+from .tracking.events import webhook_events_store
 
 log = logging.getLogger(__name__)
 MAX_EVENTS = 100  # events in one batched body
@@ -136,8 +139,8 @@ def wsapme_webhook(request, token: str | None = None):
     if len(events) > MAX_EVENTS:
         return _error(413, f"At most {MAX_EVENTS} events in one body.")
     try:
-        states = [record.state for record in webhook_events_receive(events)]
+        received = webhook_events_store(events)
     except DatabaseError:
         log.exception("webhook event could not be stored")
         return _error(503, "The event could not be stored; send it again.", **{"Retry-After": "5"})
-    return JsonResponse({"received": len(states), "states": states})
+    return JsonResponse({"received": received})

@@ -128,6 +128,7 @@ LOGOUT_REDIRECT_URL = "login"
 
 
 # Database: SQLite in the project folder unless DATABASE_URL says otherwise.
+DATABASE_POOLED = False
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 _db = DATABASES["default"]
 if _db["ENGINE"] == "django.db.backends.sqlite3":
@@ -148,9 +149,11 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
     _db["CONN_HEALTH_CHECKS"] = True
     # Transaction-mode poolers (Neon's "-pooler" hosts, PgBouncer) cannot keep
     # server-side cursors open across transactions.
-    _db["DISABLE_SERVER_SIDE_CURSORS"] = env.bool(
+    _db["DISABLE_SERVER_SIDE_CURSORS"] = DATABASE_POOLED = env.bool(
         "DATABASE_POOLED", default="-pooler" in (_db.get("HOST") or "")
     )
+# Behind a transaction pooler the applier (apply_events) cannot LISTEN: a direct connection lets it.
+DATABASE_DIRECT_URL = env.str("DATABASE_DIRECT_URL", default="")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from blastsite.logs import log_event
 
-from ..alerts import workers_alert_quiet
+from ..alerts import webhook_backlog_alert, workers_alert_quiet
 from ..audit import Actor
 from ..gateway.client import WsapmeClient
 from ..lifecycle import BlastStateError, blast_queue, blast_start
@@ -93,6 +93,7 @@ class Sender:
                 recipients_reap_lost_sends(now=now)
                 blasts_hold_stale(now=now)
                 workers_alert_quiet(now=now)  # the poller gone quiet: tell people
+                webhook_backlog_alert(now=now)  # webhook events waiting on a stopped or slow applier
                 # A sender killed between a send's outcome and its batch's end left replies waiting.
                 webhook_events_apply_waiting(kind=WebhookEvent.Kind.REPLY)
                 self.housekept_at = now

@@ -12,9 +12,10 @@ from hypothesis import settings as hypothesis_settings
 
 from blasts.gateway.sandbox import Sandbox
 from blasts.gateway.sandbox_messages import SandboxConfig
-from blasts.models import BlastRecipient, StatusHistory
+from blasts.models import BlastRecipient, StatusHistory, WebhookEvent
 from blasts.recipients import ParsedRecipients, parse_recipients
 from blasts.services import blast_create, recipient_advance
+from blasts.tracking.applier import Waker, applier_loop, webhook_events_apply
 
 # Each example makes its own rows, so sharing the test's transaction is safe.
 hypothesis_settings.register_profile(
@@ -107,3 +108,32 @@ def mocked_gateway(settings):
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         mock.add_callback(responses.POST, "https://wsapme.test/v1/getMessageStatus", callback=answer)
         yield state
+
+
+def apply_events() -> list[str]:
+    """What `manage.py apply_events` does: apply every stored event; the states of those it applied, in order."""
+    before = set(WebhookEvent.objects.exclude(state=WebhookEvent.State.RECEIVED).values_list("pk", flat=True))
+    while sum(webhook_events_apply().values()):
+        pass
+    return list(WebhookEvent.objects.exclude(pk__in=before).order_by("pk").values_list("state", flat=True))
+
+
+@pytest.fixture
+def applier(transactional_db):
+    """`apply_events --loop` in a thread (its own connection), for tests with a live server; stopped after."""
+    from django.db import connections
+
+    stop, waker = threading.Event(), Waker(0.05)
+
+    def run():
+        try:
+            applier_loop(stop=stop, waker=waker, limit=100, name="test-applier", forever=True)
+        finally:
+            waker.close()
+            connections.close_all()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    yield thread
+    stop.set()
+    thread.join(timeout=10)

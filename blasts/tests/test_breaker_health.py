@@ -252,8 +252,9 @@ def test_the_sandbox_drop_rate_stops_that_share_at_server_ack_and_leaves_the_res
 
 
 @pytest.fixture
-def live_gateway(live_server, wsapme_sandbox, settings):
-    """The sandbox posting acks to a live server; sends every 0.1 s, judged after 1 s, 10 at a time."""
+def live_gateway(live_server, wsapme_sandbox, settings, applier):
+    """The sandbox posting acks to a live server, an applier applying them; sends every 0.1 s, judged
+    after 1 s, 10 at a time."""
     settings.WSAPME_TOKEN, settings.WSAPME_SANDBOX, settings.WSAPME_BASE_URL = "", True, wsapme_sandbox.url
     settings.SEND_RATE_PER_MINUTE, settings.SEND_JITTER = 600, 0
     settings.DELIVERY_HEALTH_WAIT, settings.DELIVERY_HEALTH_CHECK_SECONDS = 1, 0

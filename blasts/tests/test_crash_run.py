@@ -1,5 +1,6 @@
 """The crash run: three looping `send_blasts` processes, one SIGKILLed every 2-4 s, gateway faults on,
-the sandbox posting acks and replies to a live server while sends are still open.
+the sandbox posting acks and replies to a live server while sends are still open, and a looping
+`apply_events` process applying them.
 
 It ends with nobody sent twice, nobody lost and no reply lost: every reply the gateway delivered
 counts for the recipient who wrote it, also when it came while the send to that number was open
@@ -27,13 +28,13 @@ State = WebhookEvent.State
 
 
 class LoopingSender:
-    """`manage.py send_blasts --loop`, its output in a file."""
+    """`manage.py send_blasts --loop` (or another command), its output in a file."""
 
-    def __init__(self, env: dict, logs, name: str):
+    def __init__(self, env: dict, logs, name: str, command: tuple = ("send_blasts", "--loop")):
         self.log = logs / f"{name}.log"
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "manage.py", "send_blasts", "--loop"],
+                [sys.executable, "manage.py", *command],
                 cwd=settings.BASE_DIR,
                 env=env,
                 stdout=out,
@@ -80,24 +81,34 @@ def test_the_crash_run_sends_nobody_twice_and_loses_nobody_and_no_reply(
         SEND_BACKOFF_CAP_SECONDS=1,
     )
     rng = random.Random(20261201)
-    senders = [LoopingSender(env, tmp_path, f"sender-{n}") for n in range(3)]
-    kills = 0
+    applier = LoopingSender(env, tmp_path, "applier", ("apply_events", "--loop", "--every", "0.2"))
     try:
-        wait_for(lambda: sandbox_calls(wsapme_sandbox), timeout=30)
-        while BlastRecipient.objects.filter(blast=blast, status=Status.QUEUED).exists() and kills < 12:
-            time.sleep(rng.uniform(2, 4))
-            victim = rng.randrange(len(senders))
-            senders[victim].proc.send_signal(signal.SIGKILL)
-            senders[victim].proc.wait(timeout=10)
-            kills += 1
-            senders[victim] = LoopingSender(env, tmp_path, f"sender-{kills + 2}")
-        # The survivors finish the blast: they reap the dead senders' open sends after the lease.
-        wait_for(
-            lambda: Blast.objects.get(pk=blast.pk).state == Blast.State.COMPLETED, timeout=120, interval=0.5
-        )
+        senders = [LoopingSender(env, tmp_path, f"sender-{n}") for n in range(3)]
+        kills = 0
+        try:
+            wait_for(lambda: sandbox_calls(wsapme_sandbox), timeout=30)
+            while BlastRecipient.objects.filter(blast=blast, status=Status.QUEUED).exists() and kills < 12:
+                time.sleep(rng.uniform(2, 4))
+                victim = rng.randrange(len(senders))
+                senders[victim].proc.send_signal(signal.SIGKILL)
+                senders[victim].proc.wait(timeout=10)
+                kills += 1
+                senders[victim] = LoopingSender(env, tmp_path, f"sender-{kills + 2}")
+            # The survivors finish the blast: they reap the dead senders' open sends after the lease.
+            wait_for(
+                lambda: Blast.objects.get(pk=blast.pk).state == Blast.State.COMPLETED,
+                timeout=120,
+                interval=0.5,
+            )
+        finally:
+            stop_all(senders)
+        settle(wsapme_sandbox, timeout=60)
+        # The applier has applied every webhook the sandbox posted; SIGTERM stops it cleanly.
+        wait_for(lambda: not WebhookEvent.objects.filter(state=State.RECEIVED).exists(), timeout=60)
+        applier.proc.terminate()
+        assert applier.proc.wait(timeout=30) == 0, applier.log.read_text()
     finally:
-        stop_all(senders)
-    settle(wsapme_sandbox, timeout=60)
+        stop_all([applier])
     webhook_events_apply_waiting()  # what the poller's next run does
 
     calls = [call for call in sandbox_calls(wsapme_sandbox) if call["message_id"]]

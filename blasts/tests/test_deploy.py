@@ -4,6 +4,7 @@ import io
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -247,3 +248,40 @@ def test_collectstatic_and_whitenoise_serve_hashed_files_cached_for_a_year(tmp_p
     url, status, cache = out.stdout.split(maxsplit=2)
     assert url.startswith("/static/blasts/app.") and url != "/static/blasts/app.css"  # hashed name
     assert (status, cache.strip()) == ("200", "max-age=315360000, public, immutable")
+
+
+def test_the_applier_loop_reports_a_heartbeat(db):
+    import threading
+
+    from blasts.tracking.applier import Waker, applier_loop
+
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    applier_loop(stop=stop, waker=Waker(0.05), limit=10, name="applier-test", forever=True)
+    beat = Heartbeat.objects.get(role=Heartbeat.Role.APPLIER)
+    assert beat.pk == "applier-test" and timezone.now() - beat.seen_at < timedelta(seconds=5)
+
+
+def processes(procfile: str) -> dict[str, str]:
+    lines = (ROOT / procfile).read_text().splitlines()
+    return dict(line.split(": ", 1) for line in lines if line and not line.startswith("#"))
+
+
+def test_make_run_production_and_systemd_run_the_same_processes():
+    dev = processes("Procfile.dev")
+    run = re.search(
+        r"print\('([a-z ]+)' if settings.WSAPME_SANDBOX else '([a-z ]+)'\)", (ROOT / "Makefile").read_text()
+    )
+    assert run.group(1).split() == list(dev)  # make run starts every process in Procfile.dev
+    assert run.group(2).split() == [name for name in dev if name != "sandbox"]
+    production = [name for name in processes("Procfile") if name != "release"]
+    assert production == run.group(2).split() == ["web", "worker", "poller", "applier"]
+    units = sorted(path.name for path in (ROOT / "blastsite" / "deploy").glob("*.service"))
+    assert units == sorted(f"blasts-{name}.service" for name in production)
+    for name in ("worker", "poller", "applier"):
+        command = dev[name].removeprefix("python ")
+        assert processes("Procfile")[name] == dev[name]
+        assert (
+            f"ExecStart=/srv/blasts/.venv/bin/python {command}\n"
+            in (ROOT / "blastsite" / "deploy" / f"blasts-{name}.service").read_text()
+        )

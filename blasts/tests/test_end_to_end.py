@@ -1,4 +1,5 @@
-"""The whole path against the sandbox gateway and a live server: send, receive webhooks, replay them."""
+"""The whole path against the sandbox gateway, a live server and the applier: send, receive webhooks,
+apply them, replay them."""
 
 import json
 import time
@@ -33,6 +34,16 @@ def settle(sandbox, timeout=30.0):
     raise AssertionError("the sandbox kept posting webhooks")
 
 
+def applied(timeout=30.0):
+    """Wait until the applier has applied every webhook event stored so far."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not WebhookEvent.objects.filter(state=WebhookEvent.State.RECEIVED).exists():
+            return
+        time.sleep(0.05)
+    raise AssertionError("the applier left webhook events unapplied")
+
+
 def expected_status(message):
     """Where the sandbox's own timeline says the recipient must end."""
     if message.reply:
@@ -42,7 +53,7 @@ def expected_status(message):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_blast_ends_where_the_gateway_says_and_replaying_its_webhooks_changes_nothing(
-    live_server, wsapme_sandbox, settings
+    live_server, wsapme_sandbox, settings, applier
 ):
     settings.WSAPME_TOKEN, settings.WSAPME_SANDBOX, settings.WSAPME_BASE_URL = "", True, wsapme_sandbox.url
     settings.SEND_RATE_PER_MINUTE = 0
@@ -66,6 +77,7 @@ def test_a_blast_ends_where_the_gateway_says_and_replaying_its_webhooks_changes_
 
     assert send_due(client=get_client(), blast_id=blast.pk)["sent"] == 40
     settle(wsapme_sandbox)
+    applied()
 
     assert {d.get("http_status") for d in wsapme_sandbox.deliveries} == {200}
     assert WebhookEvent.objects.count() == len(wsapme_sandbox.deliveries)
@@ -92,6 +104,7 @@ def test_a_blast_ends_where_the_gateway_says_and_replaying_its_webhooks_changes_
             content_type="application/json",
         )
         assert response.status_code == 200
+    applied()
     assert dict(blast.recipients.values_list("message_id", "status")) == ended
     assert blast_funnel(blast.pk) == funnel
     assert StatusHistory.objects.count() == history

@@ -29,7 +29,7 @@ from blasts.sending.worker import send_due
 from blasts.services import blast_create, recipient_advance
 from blasts.text import clean_text
 
-from .conftest import make_blast, new_phone
+from .conftest import apply_events, make_blast, new_phone
 from .test_access import login
 
 Status = BlastRecipient.Status
@@ -165,9 +165,12 @@ def test_a_stop_reply_records_its_text_and_blast_and_the_page_says_so(admin_clie
     recipient = blast.recipients.get()
     recipient_advance(recipient=recipient, status=Status.PENDING, source=StatusHistory.Source.SEND)
     body = {"type": "text", "from": recipient.phone.lstrip("+") + "@c.us", "message": "STOP please, no more"}
-    Client().post(
+    stored = Client().post(
         "/api/webhook/wsapme", body, content_type="application/json", headers={"X-Webhook-Token": SECRET}
     )
+    assert stored.json() == {"received": 1}
+    assert not OptOut.objects.filter(phone=recipient.phone).exists()  # stored, not applied yet
+    apply_events()
 
     opt_out = OptOut.objects.get(phone=recipient.phone)
     assert (opt_out.source, opt_out.blast, opt_out.reply_text, opt_out.added_by) == (
@@ -667,9 +670,12 @@ def test_any_text_in_a_reason_or_a_stop_reply_is_stored_and_shown(admin_client, 
         assert response.status_code == 400
     phone = new_phone()
     body = json.dumps({"type": "text", "from": phone.lstrip("+") + "@c.us", "message": "STOP " + reply})
-    Client().post(
+    stored = Client().post(
         "/api/webhook/wsapme", body, content_type="application/json", headers={"X-Webhook-Token": SECRET}
     )
+    assert stored.json() == {"received": 1}
+    assert not OptOut.objects.filter(phone=phone).exists()  # stored, not applied yet
+    apply_events()
     assert OptOut.objects.get(phone=phone).reply_text.startswith("STOP")
     assert admin_client.get(LIST_URL).status_code == 200
     assert admin_client.get(LIST_URL, {"q": clean_text(reply)}).status_code == 200

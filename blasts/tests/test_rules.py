@@ -22,7 +22,7 @@ from blasts.services import recipient_advance
 from blasts.statuses import BLAST_MOVES, OPEN
 from blasts.tracking import unmatched
 
-from .conftest import make_blast
+from .conftest import apply_events, make_blast
 
 Status = BlastRecipient.Status
 
@@ -64,6 +64,7 @@ def test_a_later_reply_keeps_the_first_replys_words(db):
         body = {"type": "text", "from": jid, "message": text}
         Client().post("/api/webhook/wsapme", body, content_type="application/json",
                       headers={"X-Webhook-Token": "test-webhook-secret"})  # fmt: skip
+        assert apply_events() == ["applied" if text == "First answer" else "no_change"]
     recipient.refresh_from_db()
     assert (recipient.status, recipient.reply_text) == (Status.REPLIED, "First answer")
 
@@ -120,6 +121,8 @@ def _selector_calls(blast: Blast, recipient: BlastRecipient) -> dict:
         compare.comparable_choices: lambda: compare.comparable_choices(),
         compare.blast_sequence: lambda: compare.blast_sequence(blast),
         selectors.workers_status: lambda: selectors.workers_status(),
+        selectors.webhook_backlog: lambda: selectors.webhook_backlog(),
+        selectors.health_report: lambda: selectors.health_report(),
         selectors.blast_filter_choices: lambda: selectors.blast_filter_choices(),
         selectors.tags_like: lambda: selectors.tags_like("launch"),
         unmatched.blast_unmatched: lambda: unmatched.blast_unmatched(blast),

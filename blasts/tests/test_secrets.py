@@ -23,7 +23,7 @@ from blasts.sending.worker import send_due
 from blastsite import logs
 from blastsite.logs import JsonFormatter, PlainFormatter, redact
 
-from .conftest import make_blast
+from .conftest import apply_events, make_blast
 from .test_settings import GOOD_KEY, read_settings
 
 TOKEN = "wsapme-token-Zq81-never-print-me"
@@ -70,6 +70,7 @@ def test_a_whole_sandbox_blast_with_an_auth_error_shows_no_secret_anywhere(
     message_id = BlastRecipient.objects.exclude(message_id=None).values_list("message_id", flat=True).first()
     status = {"data": {"message": {"id": message_id}, "status": "DELIVERY_ACK"}}
     admin_client.post(f"/api/webhook/wsapme?token={secret}", status, content_type="application/json")
+    apply_events()  # what the applier logs and writes is shown and checked below too
     assert (
         admin_client.post(
             f"/api/webhook/wsapme/{secret}", "{bad", content_type="application/json"

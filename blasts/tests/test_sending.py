@@ -518,11 +518,11 @@ def test_the_claim_walks_the_queued_order_index(db):
 def test_a_send_costs_three_statements_plus_a_share_of_its_batch(db, settings):
     # Per message: the recipient (with its blast, opt-out and device row), SENDING and PENDING (each
     # one statement on PostgreSQL): 3. Once per run or batch (a test's transaction turns BEGIN/COMMIT
-    # into SAVEPOINT/RELEASE): housekeeping 4 (lost sends, stale blasts, quiet workers, replies left
-    # waiting), the claim 1, the device row read and made on first use 4, the blast started 1, the
+    # into SAVEPOINT/RELEASE): housekeeping 5 (lost sends, stale blasts, quiet workers, the webhook
+    # backlog, replies left waiting), the claim 1, the device row read and made on first use 4, the blast started 1, the
     # delivery-health check 2, the look for acks that beat the sends and replies that came during
     # them 1, and at the end the empty claim 1, completion 8 (the finished blasts; each one's move and
-    # its audit row in one transaction, 4; its alert, 3) and the next-due check 1: 23.
+    # its audit row in one transaction, 4; its alert, 3) and the next-due check 1: 24.
     settings.WSAPME_BASE_URL, settings.WSAPME_TOKEN, settings.WSAPME_SANDBOX = (
         "https://wsapme.test",
         "t0k",
@@ -543,4 +543,4 @@ def test_a_send_costs_three_statements_plus_a_share_of_its_batch(db, settings):
     with responses.RequestsMock() as mock, CaptureQueriesContext(connection) as queries:
         mock.add_callback(responses.POST, "https://wsapme.test/v1/sendMessage2", callback=gateway)
         assert send(blast)["sent"] == 10
-    assert len(queries) == 3 * 10 + 23, "\n".join(q["sql"][:80] for q in queries)
+    assert len(queries) == 3 * 10 + 24, "\n".join(q["sql"][:80] for q in queries)

@@ -33,8 +33,8 @@ NOT_INHERITED = ("DATABASE_", "SEND_", "BLAST_", "WSAPME_")
 INHERITED = {"WSAPME_WEBHOOK_SECRETS"}
 
 
-def sender_env(sandbox, **overrides) -> dict:
-    """The environment of a `send_blasts` process: the test database, the sandbox and `overrides`."""
+def child_env() -> dict:
+    """The environment of a `manage.py` process on the test database, DEBUG off, in sandbox mode."""
     db = connection.settings_dict
     password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
     env = {
@@ -42,15 +42,21 @@ def sender_env(sandbox, **overrides) -> dict:
         for name, value in os.environ.items()
         if name in INHERITED or not name.startswith(NOT_INHERITED)
     }
-    env |= {
+    return env | {
         "DATABASE_URL": f"postgres://{db['USER']}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
         "WSAPME_TOKEN": "",  # sandbox mode: the client sends the token the sandbox accepts
         "WSAPME_SANDBOX": "true",  # with DEBUG off, sandbox mode must be asked for
-        "WSAPME_BASE_URL": sandbox.url,
         "SECRET_KEY": os.environ["SECRET_KEY"],  # pytest-env's; DEBUG off insists on one
         "DEBUG": "false",
         "ENV_FILE": "/nonexistent",
         "LOG_LEVEL": "WARNING",  # one INFO line per send would only fill the log files
+    }
+
+
+def sender_env(sandbox, **overrides) -> dict:
+    """The environment of a `send_blasts` process: the test database, the sandbox and `overrides`."""
+    env = child_env() | {
+        "WSAPME_BASE_URL": sandbox.url,
         "SEND_WINDOW": "",
         "SEND_DAYS": "1234567",
         "SEND_RATE_PER_MINUTE": "0",

@@ -1,8 +1,9 @@
-"""Webhooks and the poller racing on the same messages (threads with their own PostgreSQL connections)."""
+"""Webhooks, appliers and the poller racing on the same messages (threads with their own PostgreSQL connections)."""
 
 import itertools
 import random
 import threading
+import time
 from collections import defaultdict
 
 import pytest
@@ -11,17 +12,20 @@ from django.test import Client
 from django.utils import timezone
 
 from blasts.gateway.client import StatusResult
+from blasts.gateway.payloads import parse_event
 from blasts.models import BlastRecipient, StatusHistory, WebhookEvent
 from blasts.statuses import status_from_gateway
-from blasts.tracking.events import webhook_events_receive
+from blasts.tracking.applier import webhook_events_apply
+from blasts.tracking.events import webhook_events_store
 from blasts.tracking.polling import _DeviceLimiter, poll_one
 
-from .conftest import make_blast
+from .conftest import apply_events, make_blast
 
 Status = BlastRecipient.Status
 State = WebhookEvent.State
 MESSAGES = 500
 WEBHOOK_THREADS = POLL_THREADS = 3
+APPLIER_THREADS = 2
 # SERVER_ACK, DELIVERY_ACK and READ_ACK as the gateway spells them (PLAYED reads as READ_ACK); no ERROR.
 WORDS = ["SERVER_ACK", 2, "2", "DELIVERY_ACK", 3, "3", "READ", "READ_ACK", 4, "4", "PLAYED", 5, "5"]
 BLOCK = 25  # threads walk the messages in the same blocks, each in its own order, so they collide
@@ -86,7 +90,7 @@ def _run_together(targets):
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_webhooks_and_polls_racing_on_500_messages_never_regress_or_lose_an_update():
+def test_webhooks_appliers_and_polls_racing_on_500_messages_never_regress_or_lose_an_update():
     blast = make_blast(MESSAGES, status=Status.PENDING)
     recipients = list(blast.recipients.order_by("pk"))
     for recipient in recipients:
@@ -96,7 +100,9 @@ def test_webhooks_and_polls_racing_on_500_messages_never_regress_or_lose_an_upda
     lock = threading.Lock()
     sent: dict[int, list[Status]] = defaultdict(list)  # every status any thread tried, per recipient
     applied: dict[int, list[Status]] = defaultdict(list)  # the ones the ledger reported applied
-    webhook_states: list[str] = []
+    stored: list[int] = []  # how many events each webhook request stored
+    webhooks_running = [WEBHOOK_THREADS]
+    all_stored = threading.Event()
 
     def stream(rng: random.Random):
         """Each message of each block 1-3 times, in a random order within the block."""
@@ -106,16 +112,37 @@ def test_webhooks_and_polls_racing_on_500_messages_never_regress_or_lose_an_upda
             yield from work
 
     def webhooks(seed):
+        """The web workers: store each ack raw as it comes, sometimes a few in one body."""
         rng = random.Random(seed)
-        for recipient in stream(rng):
-            word = rng.choice(WORDS)
-            body = _webhook_body(rng, recipient.message_id, recipient.phone, word)
-            (state,) = (record.state for record in webhook_events_receive([body]))
+        work = list(stream(rng))
+        try:
+            while work:
+                size = rng.randint(1, 4)
+                body, work = work[:size], work[size:]
+                words = [rng.choice(WORDS) for _ in body]
+                events = [
+                    _webhook_body(rng, r.message_id, r.phone, w) for r, w in zip(body, words, strict=True)
+                ]
+                assert webhook_events_store(events) == len(events)
+                with lock:
+                    stored.append(len(events))
+                    for recipient, word in zip(body, words, strict=True):
+                        sent[recipient.pk].append(status_from_gateway(word))
+        finally:
             with lock:
-                sent[recipient.pk].append(status_from_gateway(word))
-                webhook_states.append(state)
-                if state == State.APPLIED:
-                    applied[recipient.pk].append(status_from_gateway(word))
+                webhooks_running[0] -= 1
+                if not webhooks_running[0]:
+                    all_stored.set()
+
+    def appliers(seed):
+        """`apply_events`: batches of any size, claimed with SKIP LOCKED while the others apply theirs."""
+        rng = random.Random(seed)
+        while True:
+            last_round = all_stored.is_set()  # every event was committed before this claim
+            if not sum(webhook_events_apply(limit=rng.randint(1, 40)).values()):
+                if last_round:
+                    return
+                time.sleep(0.002)
 
     def polls(seed):
         rng = random.Random(seed)
@@ -133,11 +160,16 @@ def test_webhooks_and_polls_racing_on_500_messages_never_regress_or_lose_an_upda
 
     _run_together(
         [lambda seed=seed: webhooks(seed) for seed in range(WEBHOOK_THREADS)]
+        + [lambda seed=seed: appliers(seed) for seed in range(50, 50 + APPLIER_THREADS)]
         + [lambda seed=seed: polls(seed) for seed in range(100, 100 + POLL_THREADS)]
     )
 
+    assert apply_events() == []  # the appliers left nothing unapplied
+    webhook_states = list(WebhookEvent.objects.values_list("state", flat=True))
     assert set(webhook_states) <= {State.APPLIED, State.NO_CHANGE}
-    assert WebhookEvent.objects.count() == len(webhook_states)
+    assert len(webhook_states) == sum(stored)
+    for event in WebhookEvent.objects.filter(state=State.APPLIED):
+        applied[event.recipient_id].append(parse_event(event.body).status)
     history = defaultdict(list)
     for pk, from_status, to_status in (
         StatusHistory.objects.filter(recipient__blast=blast)
@@ -180,9 +212,9 @@ def test_an_event_delivered_ten_times_at_once_leaves_one_history_row(shape):
     message_id = f"3EB0TEN{recipient.pk:015d}"
     BlastRecipient.objects.filter(pk=recipient.pk).update(message_id=message_id)
     payload = SHAPES[shape](message_id)
-    states: list[str] = []
 
     def deliver():
+        """WSAPME's ten deliveries at once, each applied at once by an applier of its own."""
         response = Client().post(
             "/api/webhook/wsapme",
             data=payload,
@@ -190,14 +222,16 @@ def test_an_event_delivered_ten_times_at_once_leaves_one_history_row(shape):
             headers={"X-Webhook-Token": "test-webhook-secret"},
         )
         assert response.status_code == 200, response.content
-        states.extend(response.json()["states"])
+        assert response.json() == {"received": 1}
+        webhook_events_apply(limit=1)  # SKIP LOCKED: each applier takes one, all race on the same row
 
     _run_together([deliver] * 10)
+    assert apply_events() == []  # each of the ten appliers applied one
 
+    states = list(WebhookEvent.objects.values_list("state", flat=True))
     assert sorted(states) == ["applied"] + ["no_change"] * 9
     assert recipient.history.filter(to_status=Status.DELIVERY_ACK).count() == 1
     assert recipient.history.count() == 2  # QUEUED -> PENDING, PENDING -> DELIVERY_ACK
     assert WebhookEvent.objects.filter(message_id=message_id).count() == 10  # every delivery kept raw
-    assert sorted(WebhookEvent.objects.values_list("state", flat=True)) == sorted(states)
     recipient.refresh_from_db()
     assert recipient.status == Status.DELIVERY_ACK

@@ -87,7 +87,7 @@ def test_the_webhook_token_in_the_query_string_is_read_right_or_the_charset_refu
     assert call(query=query, content_type="application/json; charset=utf-16")[0] == 415
     for charset in ("utf-8", "UTF8", "latin-1", "windows-1252", "us-ascii"):
         answer = call(query=query, content_type=f"application/json; charset={charset}")
-        assert answer == (200, b'{"received": 0, "states": []}'), charset
+        assert answer == (200, b'{"received": 0}'), charset
 
 
 @pytest.mark.parametrize(

@@ -13,13 +13,12 @@ for the end of the send to its number (the sender is inside the HTTP call, or di
 import logging
 import re
 import unicodedata
-from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, transaction
+from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -27,6 +26,7 @@ from django.utils import timezone
 from blastsite.logs import log_event
 
 from ..audit import SYSTEM, Actor, Did, audit_record
+from ..bulk import rows_insert
 from ..gateway.payloads import ReplyEvent, StatusEvent, parse_event
 from ..models import Blast, BlastRecipient, OptOut, StatusHistory, WebhookEvent
 from ..opt_outs.services import opt_out_add
@@ -45,63 +45,33 @@ WAITING_KEPT = timedelta(days=3)  # waiting events are retried this long
 # A reply to a number whose send is open (SENDING) waits for the send's outcome; one whose outcome
 # is unknown is proof the message went out, so it counts at once.
 OPEN_SEND = (Status.SENDING, Status.UNKNOWN)
+ERROR_REASON = "WhatsApp reported an error (ERROR)"
 
 
-def webhook_events_receive(bodies: list[Any]) -> list[WebhookEvent]:
-    """Store each callback of one request raw and apply it, all in one transaction.
+def webhook_events_store(bodies: list[Any]) -> int:
+    """Store the callbacks of one request raw, unapplied, for the applier (tracking/applier.py).
 
-    A list body is stored whole or not at all: a database failure on a later event raises, the
-    webhook answers 503, and WSAPME's resend stores nothing twice. If applying one event fails for
-    any reason but the database, its raw body is still stored, for review.
+    All of them or, on a database failure, none (the webhook answers 503 and WSAPME's resend stores
+    nothing twice): on PostgreSQL one INSERT whatever their number, which wakes the appliers (a
+    trigger NOTIFYs); on SQLite Django's bulk_create (an INSERT a 90 events, in one transaction).
     """
-    # One event needs no outer transaction: its own (in _receive) is all or nothing already, and
-    # the savepoint an outer one adds costs two statements on the busiest path.
-    with transaction.atomic() if len(bodies) > 1 else nullcontext():
-        records = [_receive(body, parse_event(body)) for body in bodies]
-    # Committed: now look once more for what a waiting event waits for. The sender commits first
-    # and then looks for waiting events, so one of the two sides always sees the other.
-    waiting = [record for record in records if record.state == State.WAITING]
-    if waiting and webhook_events_apply_waiting(
-        message_ids=[r.message_id for r in waiting if r.kind == Kind.STATUS],
-        recipient_ids=[r.recipient_id for r in waiting if r.kind == Kind.REPLY],
-    ):
-        for record in waiting:
-            record.refresh_from_db()
-    for record in records:
-        log_event(
-            log,
-            "webhook",
-            kind=record.kind,
-            state=record.state,
-            blast=record.recipient.blast_id if record.recipient else None,
-            recipient=record.recipient_id,
-            message=record.message_id or None,
-        )
-    return records
+    rows_insert(WebhookEvent, [WebhookEvent(body=body, state=State.RECEIVED) for body in bodies])
+    return len(bodies)
 
 
-def _receive(body: Any, event: StatusEvent | ReplyEvent | None) -> WebhookEvent:
-    record = WebhookEvent(body=body, kind=Kind.UNKNOWN, state=State.REVIEW)
+def webhook_event_describe(record: WebhookEvent, event: StatusEvent | ReplyEvent | None) -> None:
+    """Fill in what the event's body says (kind, message id, status, number, time) on its record."""
+    record.kind, record.note = Kind.UNKNOWN, ""
     if isinstance(event, StatusEvent):
         record.kind, record.message_id = Kind.STATUS, event.message_id
         record.status = fit(WebhookEvent, "status", str(event.raw_status))
         record.phone, record.occurred_at = event.phone, event.occurred_at
     elif isinstance(event, ReplyEvent):
         record.kind, record.phone, record.occurred_at = Kind.REPLY, event.phone, event.occurred_at
-    try:
-        with transaction.atomic():
-            _apply(record, event)
-            record.save()
-    except DatabaseError:
-        raise
-    except Exception:
-        log.exception("webhook event could not be applied; stored for review")
-        record.pk, record.state, record.note = None, State.REVIEW, "Could not be applied: see the server log."
-        record.save()
-    return record
 
 
-def _apply(record: WebhookEvent, event: StatusEvent | ReplyEvent | None) -> None:
+def webhook_event_apply(record: WebhookEvent, event: StatusEvent | ReplyEvent | None) -> None:
+    """Apply one described event through the ledger; its record (unsaved) says what became of it."""
     if event is None:
         record.state, record.note = State.REVIEW, "Shape not understood."
     elif isinstance(event, ReplyEvent):
@@ -132,7 +102,7 @@ def _apply_status(record: WebhookEvent, event: StatusEvent) -> None:
         source=Source.WEBHOOK,
         occurred_at=event.occurred_at,
         raw=record.body,
-        reason="WhatsApp reported an error (ERROR)" if event.status == Status.FAILED else "",
+        reason=ERROR_REASON if event.status == Status.FAILED else "",
     )
     record.state = State.APPLIED if applied else State.NO_CHANGE
 
@@ -290,6 +260,7 @@ def webhook_events_apply_waiting(
                     record.message_id, status, record.status, record.phone, record.occurred_at
                 )
                 _apply_status(record, event)
+            record.applied_at = timezone.now()
             record.save()
             found += record.state != State.WAITING
     return found

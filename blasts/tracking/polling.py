@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from blastsite.logs import log_event
 
-from ..alerts import workers_alert_quiet
+from ..alerts import webhook_backlog_alert, workers_alert_quiet
 from ..audit import SYSTEM, Actor, Did, audit_record
 from ..gateway.client import WsapmeClient, WsapmeError
 from ..models import Blast, BlastRecipient, StatusCheck, StatusHistory, WebhookEvent
@@ -301,6 +301,7 @@ def poll_pass(
     tally = poll_due(client=client, concurrency=concurrency, stop=stop)
     status_checks_finish_lost(now=timezone.now())
     workers_alert_quiet(now=timezone.now())  # the senders gone quiet: tell people
+    webhook_backlog_alert(now=timezone.now())  # webhook events waiting on a stopped or slow applier
     rollups_refresh_due()  # the overview's rollups of settled blasts, once a minute
     return tally, early_acks
 
