@@ -192,22 +192,21 @@ BREAKDOWN_SQL = """
 """
 
 
+def _over_blasts(sql: str, blasts) -> list[tuple]:
+    """The rows of `sql` with the blasts' query (their `values()`) as its {blasts}; none for no blasts."""
+    try:
+        inner, params = blasts.order_by().query.get_compiler(blasts.db).as_sql()
+    except EmptyResultSet:  # blasts.none(), as a bad filter gives
+        return []
+    with connections[blasts.db].cursor() as cursor:
+        cursor.execute(sql.format(blasts=inner), params)
+        return cursor.fetchall()
+
+
 def blasts_funnel_breakdown(blasts) -> FunnelBreakdown:
     """Funnels of the given blasts (a queryset) per (tag, follow-up stage), in one query."""
-    connection = connections[blasts.db]
-    if connection.vendor == "postgresql":
-        try:
-            sql, params = (
-                blasts.order_by()
-                .values("id", "tag", "follow_up_stage")
-                .query.get_compiler(blasts.db)
-                .as_sql()
-            )
-        except EmptyResultSet:  # blasts.none(), as a bad filter gives
-            return FunnelBreakdown({})
-        with connection.cursor() as cursor:
-            cursor.execute(BREAKDOWN_SQL.format(blasts=sql), params)
-            rows = cursor.fetchall()
+    if connections[blasts.db].vendor == "postgresql":
+        rows = _over_blasts(BREAKDOWN_SQL, blasts.values("id", "tag", "follow_up_stage"))
     else:
         rows = (
             audience(blast__in=blasts.order_by().values("pk"))
@@ -234,15 +233,8 @@ BY_BLAST_SQL = """
 
 def blasts_status_counts(blasts) -> dict[int, dict[int, int]]:
     """Each of the given blasts' (a queryset) recipients counted by status, in one query (no recipients: left out)."""
-    connection = connections[blasts.db]
-    if connection.vendor == "postgresql":
-        try:
-            sql, params = blasts.order_by().values("id").query.get_compiler(blasts.db).as_sql()
-        except EmptyResultSet:
-            return {}
-        with connection.cursor() as cursor:
-            cursor.execute(BY_BLAST_SQL.format(blasts=sql), params)
-            rows = cursor.fetchall()
+    if connections[blasts.db].vendor == "postgresql":
+        rows = _over_blasts(BY_BLAST_SQL, blasts.values("id"))
     else:
         rows = (
             audience(blast__in=blasts.order_by().values("pk"))

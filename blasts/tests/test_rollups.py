@@ -13,20 +13,14 @@ from blasts.reporting.funnels import blasts_daily, blasts_funnel_breakdown
 from blasts.reporting.rollups import BUCKETS_PER_DOUBLING, blasts_overview, bucket_of, rollups_refresh
 from blasts.reporting.timing import blasts_timings_by_stage
 from blasts.services import recipient_advance
+from blasts.statuses import STAGE_TIME_FIELDS
 
 from .conftest import make_blast
 from .test_rules import _refuse_writes
 
 Status = BlastRecipient.Status
 Source = StatusHistory.Source
-LADDER = (
-    Status.PENDING,
-    Status.SERVER_ACK,
-    Status.DELIVERY_ACK,
-    Status.READ_ACK,
-    Status.REPLIED,
-    Status.CLOSED,
-)
+LADDER = tuple(stage for stage, _ in STAGE_TIME_FIELDS)  # PENDING … CLOSED
 
 
 def move(rng: random.Random, recipient: BlastRecipient, sent_at) -> None:

@@ -450,14 +450,12 @@ def test_a_stored_event_is_received_and_changes_no_one_until_the_applier_runs(se
     assert sent.status == Status.DELIVERY_ACK
 
 
-def test_an_early_ack_checks_once_more_for_its_message_id_after_its_batch_commits(db):
-    # The race: the applier finds no send with the id and marks the ack waiting; meanwhile the
-    # sender stores the id and looks for waiting acks before the applier's batch commits, so it
-    # sees none. After the commit the applier looks once more (webhook_events_apply_waiting), so
-    # one of the two sides always sees the other and the ack is not left waiting.
+def _ack_that_loses_the_race(message_id: str):
+    """A send in flight and its early ack stored; applying the ack marks it waiting, and then the send
+    stores its id before the applier's batch commits. Returns the recipient and the patch that does it."""
     recipient = make_blast(1).recipients.get()
     recipient_advance(recipient=recipient, status=Status.SENDING, source=StatusHistory.Source.SEND)
-    ack = {"key": {"remoteJid": "60123456789@s.whatsapp.net", "fromMe": True, "id": "EARLY1"}, "status": 2}
+    ack = {"key": {"remoteJid": "60123456789@s.whatsapp.net", "fromMe": True, "id": message_id}, "status": 2}
     webhook_events_store([ack])
     batch_applied = events.webhook_event_apply
 
@@ -468,10 +466,19 @@ def test_an_early_ack_checks_once_more_for_its_message_id_after_its_batch_commit
             recipient=recipient.pk,
             status=Status.PENDING,
             source=StatusHistory.Source.SEND,
-            also={"message_id": "EARLY1"},
+            also={"message_id": message_id},
         )
 
-    with mock.patch.object(applier, "webhook_event_apply", apply_then_the_send_stores_the_id):
+    return recipient, mock.patch.object(applier, "webhook_event_apply", apply_then_the_send_stores_the_id)
+
+
+def test_an_early_ack_checks_once_more_for_its_message_id_after_its_batch_commits(db):
+    # The race: the applier finds no send with the id and marks the ack waiting; meanwhile the
+    # sender stores the id and looks for waiting acks before the applier's batch commits, so it
+    # sees none. After the commit the applier looks once more (webhook_events_apply_waiting), so
+    # one of the two sides always sees the other and the ack is not left waiting.
+    recipient, race = _ack_that_loses_the_race("EARLY1")
+    with race:
         assert webhook_events_apply() == Counter({State.WAITING: 1})  # the batch's own verdict
 
     event = WebhookEvent.objects.get()
@@ -482,20 +489,8 @@ def test_an_early_ack_checks_once_more_for_its_message_id_after_its_batch_commit
 
 def test_without_the_look_after_commit_the_early_ack_would_be_left_waiting(db):
     # The same race with the second look switched off: what the test above guards against.
-    recipient = make_blast(1).recipients.get()
-    recipient_advance(recipient=recipient, status=Status.SENDING, source=StatusHistory.Source.SEND)
-    ack = {"key": {"remoteJid": "60123456789@s.whatsapp.net", "fromMe": True, "id": "EARLY2"}, "status": 2}
-    webhook_events_store([ack])
-    batch_applied = events.webhook_event_apply
-
-    def apply_then_the_send_stores_the_id(record, event):
-        batch_applied(record, event)
-        BlastRecipient.objects.filter(pk=recipient.pk).update(message_id="EARLY2", status=Status.PENDING)
-
-    with (
-        mock.patch.object(applier, "webhook_event_apply", apply_then_the_send_stores_the_id),
-        mock.patch.object(applier, "webhook_events_apply_waiting") as look_again,
-    ):
+    _, race = _ack_that_loses_the_race("EARLY2")
+    with race, mock.patch.object(applier, "webhook_events_apply_waiting") as look_again:
         webhook_events_apply()
     look_again.assert_called_once_with(message_ids=["EARLY2"], recipient_ids=[])
     assert WebhookEvent.objects.get().state == State.WAITING
