@@ -6,6 +6,7 @@ A script runs alone too: `.venv/bin/python -m bench.send [--smoke]`. It makes it
 """
 
 import argparse
+import asyncio
 import contextlib
 import json
 import logging
@@ -263,6 +264,20 @@ class CpuMeter:
             f"{', '.join(parts)}, other processes {other / count * 1000:.2f} ms; the machine's cores "
             f"were {self.machine_busy / self.machine_total:.0%} busy"
         )
+
+
+async def http_exchange(port: int, data: bytes) -> bytes:
+    """One raw HTTP/1.1 request to the server on 127.0.0.1 (a new connection, closed by it): the answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    answer = await reader.read()
+    writer.close()
+    return answer
+
+
+def http_status(answer: bytes) -> int:
+    """The status code of a raw HTTP answer (0: none)."""
+    return int(answer[9:12]) if answer.startswith(b"HTTP/1.") else 0
 
 
 def free_port() -> int:

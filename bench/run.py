@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bench import common
 
-SCRIPTS = ("send", "overhead", "webhooks", "reporting", "polling", "memory", "imports", "contacts")
+SCRIPTS = ("send", "overhead", "webhooks", "links", "reporting", "polling", "memory", "imports", "contacts")
 RESULTS = Path(__file__).with_name("RESULTS.md")
 KEPT = "<!-- Everything below this line is written by hand and kept when make bench rewrites this file. -->"
 SCALED_BEGIN = (

@@ -173,11 +173,7 @@ class LoadGenerator:
         data = self.request(json.dumps(event(i, self.messages)).encode())
         start = time.perf_counter()
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-            writer.write(data)
-            answer = await reader.read()
-            writer.close()
-            status = int(answer[9:12]) if answer.startswith(b"HTTP/1.") else 0
+            status = common.http_status(await common.http_exchange(self.port, data))
         except (OSError, ValueError):
             status = 0
         self.results.append((start, time.perf_counter(), status))
@@ -385,16 +381,9 @@ def paced(
         data = load.request(json.dumps(body).encode())
         sent = time.perf_counter()
 
-        async def exchange() -> bytes:
-            reader_, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(data)
-            answer = await reader_.read()
-            writer.close()
-            return answer
-
         try:  # a server behind the pace queues connections: one not answered in time counts as lost
-            answer = await asyncio.wait_for(exchange(), ANSWER_TIMEOUT)
-            status = int(answer[9:12]) if answer.startswith(b"HTTP/1.") else 0
+            answer = await asyncio.wait_for(common.http_exchange(port, data), ANSWER_TIMEOUT)
+            status = common.http_status(answer)
         except TimeoutError:
             status = 0
             errors[f"no answer within {ANSWER_TIMEOUT:g} s"] += 1

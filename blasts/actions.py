@@ -24,7 +24,6 @@ from .lifecycle import (
     blast_resume,
 )
 from .models import Blast, BlastRecipient
-from .recipients import messages_preview
 from .reporting.exports import csv_safe, recipients_csv_response
 from .sending.pacing import device_finish_time
 from .services import blast_create, recipient_mark, recipients_exported
@@ -99,7 +98,7 @@ class BlastCreatePageView(StaffOnly, FormView):
     action = "create"
 
     def form_valid(self, form):
-        fields = {name: form.cleaned_data[name] for name in BlastCreateForm.Meta.fields}
+        fields = form.blast_fields()
         if "preview" in self.request.POST:
             eta = device_finish_time(
                 fields["device"],
@@ -109,7 +108,9 @@ class BlastCreatePageView(StaffOnly, FormView):
             return self.render_to_response(
                 self.get_context_data(
                     form=form,
-                    preview=messages_preview(fields["message"], form.audience),
+                    previews=(previews := form.previews())[0],
+                    held=previews[1],
+                    tested=len(form.audience) - previews[1],
                     rejected_csv=_rejected_csv(form.parsed.rejected),
                     eta=eta,
                     parsed=form.parsed,
@@ -173,7 +174,7 @@ class FollowUpCreateView(StaffOnly, View):
         try:
             follow_up = blast_create_follow_up(
                 parent=parent,
-                status=BlastRecipient.Status[form.cleaned_data["status"]],
+                status=form.cleaned_data["status"],
                 message=form.cleaned_data["message"],
                 min_age=form.cleaned_data["min_age_hours"],
                 by=by_page(request),

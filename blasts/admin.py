@@ -22,11 +22,12 @@ from .lifecycle import (
     blast_resume,
 )
 from .models import AuditRecord, Blast, BlastRecipient, Device, StatusHistory
-from .recipients import message_render, normalize_phone
+from .recipients import normalize_phone
 from .reporting.funnels import blast_funnel, blast_funnels
 from .selectors import blast_eta
 from .sending.pacing import Pacing, device_read
 from .services import blast_create, blast_edit, device_change, recipient_mark
+from .variants import recipient_message
 
 admin.site.site_header = "WhatsApp blasts"
 admin.site.site_title = "WhatsApp blasts"
@@ -80,6 +81,8 @@ class BlastAdmin(ActionPermissions, admin.ModelAdmin):
     raw_id_fields = ["parent"]
     create_fieldsets = [
         (None, {"fields": BlastCreateForm.Meta.fields}),
+        ("Variants: test other wordings against the message", {"fields": BlastCreateForm.VARIANT_FIELDS}),
+        ("Test first, then send the winner", {"fields": BlastCreateForm.TEST_FIELDS}),
         ("Recipients", {"fields": ["recipients_text", "recipients_file"]}),
     ]
     funnel_fields = ["funnel_table", "stuck_table", "recipients_link"]
@@ -87,7 +90,7 @@ class BlastAdmin(ActionPermissions, admin.ModelAdmin):
         "state", "state_reason", "eta", "preview", "created_by", "created_at", "started_at", "finished_at",
     ]  # fmt: skip
     fieldsets = [
-        (None, {"fields": BlastCreateForm.Meta.fields}),
+        (None, {"fields": [*BlastEditForm.Meta.fields, "variant_messages"]}),
         ("Sending", {"fields": lifecycle_fields}),
         ("Funnel", {"fields": funnel_fields}),
     ]
@@ -124,14 +127,18 @@ class BlastAdmin(ActionPermissions, admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return []
-        frozen = [] if obj.state == Blast.State.DRAFT else ["message", "device", "scheduled_at", "parent"]
-        return frozen + self.funnel_fields + self.lifecycle_fields
+        frozen = (
+            []
+            if obj.state == Blast.State.DRAFT
+            else ["message", "device", "scheduled_at", "parent", "track_links"]
+        )
+        return ["variant_messages", *frozen, *self.funnel_fields, *self.lifecycle_fields]
 
     def save_model(self, request, obj, form, change):
         if change:
             return blast_edit(blast=obj, changed=form.changed_data, by=_by(request))
         created = blast_create(
-            **{name: form.cleaned_data[name] for name in BlastCreateForm.Meta.fields},
+            **form.blast_fields(),
             recipients=form.parsed,
             by=_by(request),
         )
@@ -209,9 +216,18 @@ class BlastAdmin(ActionPermissions, admin.ModelAdmin):
         pace = f"at {rate:g} a minute" if rate else "unpaced"
         return f"{timezone.localtime(eta):%Y-%m-%d %H:%M}: {left} to send, {pace}, on device {blast.device}"
 
+    @admin.display(description="variants")
+    def variant_messages(self, blast):
+        if not blast.variants:
+            return "None: every recipient gets the message."
+        return format_html_join("", "<p><strong>{}</strong> {}</p>", blast.messages.items())
+
     @admin.display(description="message preview")
     def preview(self, blast):
-        rows = [(r.phone, message_render(blast.message, r)) for r in blast.recipients.order_by("id")[:3]]
+        recipients = blast.recipients.select_related("blast", "contact").order_by("id")[:3]
+        rows = [
+            (f"{r.phone} ({r.variant})" if r.variant else r.phone, recipient_message(r)) for r in recipients
+        ]
         return _table(rows)
 
     @admin.display(description="recipients")

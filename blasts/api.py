@@ -18,8 +18,10 @@ from .filters import STAGES, BlastFilter, RecipientFilter
 from .follow_ups import blast_create_follow_up
 from .lifecycle import blast_cancel, blast_pause, blast_queue, blast_resume
 from .models import Blast, BlastRecipient, StatusHistory
+from .reporting.clicks import blasts_clicks
 from .reporting.exports import recipients_csv_response
 from .reporting.funnels import blast_funnels
+from .reporting.variants import blast_variants
 from .selectors import blast_stuck
 from .serializers import (
     STATUS_NAMES,
@@ -97,7 +99,7 @@ class BlastViewSet(
 ):
     """Blasts with their funnel metrics; filters by date, tag, follow-up stage and state."""
 
-    queryset = Blast.objects.all()
+    queryset = Blast.objects.select_related("variant_test")
     serializer_class = BlastSerializer
     permission_classes = [ActionPermission]
     lookup_value_regex = ID
@@ -115,10 +117,18 @@ class BlastViewSet(
         return BlastDetailSerializer if self.action == "retrieve" else BlastSerializer
 
     def get_serializer_context(self):
-        return {**super().get_serializer_context(), "funnels": getattr(self, "funnels", {})}
+        return {
+            **super().get_serializer_context(),
+            "funnels": getattr(self, "funnels", {}),
+            "clicks": getattr(self, "clicks", {}),
+            "variants": getattr(self, "variants", {}),
+        }
 
     def _with_funnels(self, blasts):
-        self.funnels = blast_funnels(blast.pk for blast in blasts)  # one query for the whole page
+        ids = [blast.pk for blast in blasts]
+        self.funnels, self.clicks = blast_funnels(ids), blasts_clicks(ids)  # a query each for the whole page
+        if self.action != "list":  # one blast: its variants too (two queries a blast, so not for a page)
+            self.variants = {blast.pk: blast_variants(blast) for blast in blasts if blast.variants}
         return self.get_serializer(blasts, many=True).data
 
     def list(self, request, *args, **kwargs):
@@ -219,7 +229,7 @@ class BlastViewSet(
         try:
             follow_up = blast_create_follow_up(
                 parent=self.get_object(),
-                status=Status[data["status"]],
+                status=data["status"],
                 message=data["message"],
                 min_age=timedelta(hours=data["min_age_hours"]),
                 by=_by(request),
@@ -239,8 +249,8 @@ class BlastViewSet(
     @extend_schema(responses=MetricsSerializer)
     @action(detail=True)
     def metrics(self, request, pk=None):
-        """Sent, received, read, replied, closed (cumulative), the rest apart, and rates of sent."""
-        return Response(blast_funnels([self.get_object().pk])[int(pk)].metrics())
+        """Sent, received, read, replied, closed (cumulative), the rest apart, rates of sent, and clicks."""
+        return Response(self._with_funnels([self.get_object()])[0]["metrics"])
 
     @extend_schema(responses=StuckSerializer(many=True), filters=False)
     @action(detail=True, url_path="stuck-recipients", pagination_class=None, filter_backends=[])
@@ -255,6 +265,7 @@ class BlastViewSet(
         parameters=[
             OpenApiParameter("status", enum=STATUS_NAMES, description="Current status, e.g. READ_ACK."),
             OpenApiParameter("stage", enum=[*STAGES], description="Reached this funnel stage (or off it)."),
+            OpenApiParameter("clicked", bool, description="true: clicked a tracked link; false: not."),
             OpenApiParameter("q", description="Phone, name or message id contains."),
             OpenApiParameter("page", int),
             OpenApiParameter("page_size", int),
@@ -267,7 +278,7 @@ class BlastViewSet(
         detail=True, renderer_classes=[renderers.JSONRenderer, renderers.BrowsableAPIRenderer, CSVRenderer]
     )
     def recipients(self, request, pk=None):
-        """This blast's recipients: ?status=READ_ACK, ?stage=replied, ?q=; ?format=csv for a file."""
+        """This blast's recipients: ?status=READ_ACK, ?stage=replied, ?clicked=true, ?q=; ?format=csv for a file."""
         blast = self.get_object()
         recipients = RecipientFilter(request.GET, queryset=blast.recipients.order_by("id"), request=request)
         if not recipients.is_valid():

@@ -77,19 +77,28 @@ class RecipientFilter(django_filters.FilterSet):
         label="Reached stage",
         help_text="Reached this funnel stage (or failed, unknown, skipped, not sent).",
     )
+    clicked = django_filters.BooleanFilter(
+        method="filter_clicked",
+        label="Clicked a link",
+        help_text="true: clicked a tracked link (link previews are no clicks); false: not.",
+        widget=forms.Select(choices=[("", "Any"), ("true", "Clicked"), ("false", "Not clicked")]),
+    )
     q = django_filters.CharFilter(
         method="filter_search", label="Search", help_text="Phone, name or message id."
     )
 
     class Meta:
         model = BlastRecipient
-        fields = ["status", "stage", "q"]
+        fields = ["status", "stage", "clicked", "q"]
 
     def filter_status(self, queryset, name, value):
         return queryset.filter(status=Status[value])
 
     def filter_stage(self, queryset, name, value):
         return queryset.filter(STAGES[value])
+
+    def filter_clicked(self, queryset, name, value):
+        return queryset.filter(clicked_at__isnull=not value)
 
     def filter_search(self, queryset, name, value):
         value = value.strip()

@@ -10,6 +10,7 @@ from .audit import SYSTEM, Actor
 from .models import Blast, BlastRecipient
 from .recipients import parse_recipients
 from .services import blast_create
+from .statuses import FOLLOW_UP_FROM
 from .templatetags.blasts_extras import duration
 
 Status = BlastRecipient.Status
@@ -26,16 +27,35 @@ def next_follow_up_stage(stage: str) -> str:
 MAX_AGE_HOURS = 24 * 90  # the oldest "standing there for at least" a follow-up may ask for
 
 
-def follow_up_audience(parent: Blast, status: Status, min_age: timedelta = timedelta(0)):
-    """One funnel cell of the parent: its recipients now at `status`, standing there for at least `min_age`."""
-    audience = parent.recipients.filter(status=status, is_canary=False)
+def _cell_name(status: Status | str) -> str:
+    return status.name if isinstance(status, Status) else status
+
+
+def follow_up_audience(parent: Blast, status: Status | str, min_age: timedelta = timedelta(0)):
+    """One funnel cell of the parent (a name of statuses.FOLLOW_UP_FROM, or its status): its recipients
+    in the cell now, for at least `min_age` (since the cell's time: reaching the status, reading, clicking)."""
+    cell = FOLLOW_UP_FROM[_cell_name(status)]
+    audience = parent.recipients.filter(cell.members, is_canary=False)
     if min_age:
-        audience = audience.filter(status_changed_at__lte=timezone.now() - min_age)
+        audience = audience.filter(**{f"{cell.since}__lte": timezone.now() - min_age})
     return audience
 
 
+def _where(status: Status | str) -> str:
+    """Where a cell's recipients are, after "is" or "has been": at a status, or in a click cell."""
+    name = _cell_name(status)
+    if name in Status.names:
+        return f"at {Status[name].label.lower()}"
+    return f'in "{FOLLOW_UP_FROM[name].label.lower()}"'
+
+
 def blast_create_follow_up(
-    *, parent: Blast, status: Status, message: str, min_age: timedelta = timedelta(0), by: Actor = SYSTEM
+    *,
+    parent: Blast,
+    status: Status | str,
+    message: str,
+    min_age: timedelta = timedelta(0),
+    by: Actor = SYSTEM,
 ) -> Blast:
     """A draft follow-up to one funnel cell of the parent (see follow_up_audience), on the next stage."""
     audience = follow_up_audience(parent, status, min_age)
@@ -44,9 +64,9 @@ def blast_create_follow_up(
     ]
     if not rows:
         at = (
-            f"has been at {status.label.lower()} for {duration(min_age)} or more"
+            f"has been {_where(status)} for {duration(min_age)} or more"
             if min_age
-            else f"is at {status.label.lower()} now"
+            else f"is {_where(status)} now"
         )
         raise ValidationError(f"No recipient of this blast {at}.")
     return blast_create(

@@ -12,6 +12,7 @@ from .gateway.client import MESSAGE_ID_MAX_LENGTH
 # some recipient has it.
 PLACEHOLDER = re.compile(r"\{(\w+)(?:\|([^{}|]*))?\}")
 PLACEHOLDERS = ("name", "first_name", "phone")
+VARIANT_LETTERS = "ABCDE"  # a blast has one message (A) or two to five variants
 
 
 class Blast(models.Model):
@@ -40,6 +41,15 @@ class Blast(models.Model):
     state = models.CharField(max_length=10, choices=State.choices, default=State.DRAFT)
     state_reason = models.CharField(
         max_length=255, blank=True, help_text="Why the blast is paused or cancelled."
+    )
+    variants = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The messages of variants B to E (A's is `message`): recipients are split between them.",
+    )
+    track_links = models.BooleanField(
+        default=True,
+        help_text="Each http(s) link becomes a short link of this site per recipient that counts clicks.",
     )
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="follow_ups"
@@ -77,6 +87,11 @@ class Blast(models.Model):
 
     def __str__(self):
         return f"{self.tag} · {self.follow_up_stage} · {self.created_at:%Y-%m-%d}"
+
+    @property
+    def messages(self) -> dict[str, str]:
+        """Each variant's message by its letter: {"A": message} for a blast without variants."""
+        return dict(zip(VARIANT_LETTERS, [self.message, *self.variants], strict=False))
 
 
 class BlastRecipient(models.Model):
@@ -127,6 +142,12 @@ class BlastRecipient(models.Model):
     polls = models.PositiveSmallIntegerField(default=0)
     next_poll_at = models.DateTimeField(null=True, blank=True)
     reply_text = models.TextField(blank=True, help_text="The recipient's first reply.")
+    variant = models.CharField(
+        max_length=1, blank=True, help_text="The variant of the message it gets (A to E)."
+    )
+    clicked_at = models.DateTimeField(
+        null=True, blank=True, help_text="Its first click on a tracked link (link previews left out)."
+    )
     is_canary = models.BooleanField(
         default=False,
         help_text="One of the team's phones (CANARY_PHONES): sent like the rest, left out of rates.",
@@ -178,7 +199,7 @@ class StatusHistory(models.Model):
     """Append-only audit log: one row per applied status change, never updated.
 
     from_status/to_status: the recipient's status before and after the change.
-    source: which path applied it (send, webhook, poll, inferred, manual).
+    source: which path applied it (send, webhook, poll, inferred, manual, a tracked link's click).
     occurred_at: when the gateway says it happened (null when the payload had no time).
     recorded_at: when we applied it.
     actor: the staff user behind a manual change.
@@ -191,6 +212,7 @@ class StatusHistory(models.Model):
         POLL = "poll", "Poll"
         INFERRED = "inferred", "Inferred"
         MANUAL = "manual", "Manual"
+        CLICK = "click", "Link click"
 
     recipient = models.ForeignKey(BlastRecipient, on_delete=models.CASCADE, related_name="history")
     from_status = models.SmallIntegerField(choices=BlastRecipient.Status.choices)
@@ -417,6 +439,7 @@ class AuditRecord(models.Model):
         SEGMENT_SAVED = "segment_saved", "Segment saved"
         SEGMENT_DELETED = "segment_deleted", "Segment deleted"
         DEVICE_CHANGED = "device_changed", "Device changed"
+        TEST_DECIDED = "test_decided", "Variant test decided"
 
     at = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.ForeignKey(
@@ -542,3 +565,68 @@ class BlastRollup(models.Model):
 
     def __str__(self):
         return f"Rollup of blast {self.blast_id} at {self.computed_at:%Y-%m-%d %H:%M}"
+
+
+class VariantTest(models.Model):
+    """Test then send the winner: a blast's variants go to `share` percent of its recipients first; the
+    rest wait (held: their next attempt is HELD in variants.py) until `wait` after the test's last send,
+    when the worker gives them the variant whose `metric` rate is highest beyond noise, or, when none
+    is, splits them evenly. `verdict` says why, in words."""
+
+    class Metric(models.TextChoices):
+        REPLIED = "replied", "Reply rate"
+        CLICKED = "clicked", "Click rate"
+
+    blast = models.OneToOneField(
+        Blast, primary_key=True, on_delete=models.CASCADE, related_name="variant_test"
+    )
+    share = models.PositiveSmallIntegerField(
+        help_text="Percent of the recipients the variants are tested on."
+    )
+    wait = models.DurationField(help_text="How long after the test's last send the winner is chosen.")
+    metric = models.CharField(max_length=10, choices=Metric.choices, default=Metric.REPLIED)
+    ends_at = models.DateTimeField(null=True, blank=True, help_text="Set when the test's sends are done.")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    winner = models.CharField(max_length=1, blank=True, help_text="Blank once decided: inconclusive.")
+    verdict = models.TextField(blank=True)
+
+    def __str__(self):
+        return f"Variant test of blast {self.blast_id}"
+
+
+class Link(models.Model):
+    """One http(s) URL of one recipient's message, sent as PUBLIC_BASE_URL/l/<code>: the code is random
+    (96 bits), says nothing about the person, and leads to `url` until LINK_EXPIRY_DAYS after `created_at`."""
+
+    code = models.CharField(max_length=22, primary_key=True)
+    recipient = models.ForeignKey(BlastRecipient, on_delete=models.CASCADE, related_name="links")
+    position = models.PositiveSmallIntegerField(help_text="Which link of the message, from 0.")
+    url = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["recipient", "position"], name="link_unique_position"),
+        ]
+
+    def __str__(self):
+        return f"/l/{self.code} → {self.url}"
+
+
+class Click(models.Model):
+    """Every request for a tracked link, kept. A link preview (WhatsApp's or the gateway's fetch, by its
+    user agent or by arriving within seconds of the send) is kept with `preview` set and counts as no click."""
+
+    link = models.ForeignKey(
+        Link, on_delete=models.CASCADE, related_name="clicks", db_index=False
+    )  # (link, at)
+    at = models.DateTimeField(default=timezone.now)
+    user_agent = models.CharField(max_length=255, blank=True)
+    preview = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["link", "at"], name="click_link_time")]
+
+    def __str__(self):
+        return f"{'Preview' if self.preview else 'Click'} of {self.link_id} at {self.at:%Y-%m-%d %H:%M}"

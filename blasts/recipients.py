@@ -5,7 +5,10 @@ Every problem is reported with its line (or index) and nothing is created.
 """
 
 import csv
+import hashlib
 import io
+import math
+import random
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -47,7 +50,8 @@ def attribute_key(header: str) -> str:
 
 def attribute_placeholders(template: str) -> list[str]:
     """The contact attributes a message uses ({city}, {product|our range}), in order, each once."""
-    keys = (key for key, _ in PLACEHOLDER.findall(template) if key not in PLACEHOLDERS)
+    found = PLACEHOLDER.finditer(template)
+    keys = (match[1] for match in found if match[1] not in PLACEHOLDERS and _is_placeholder(match))
     return list(dict.fromkeys(keys))
 
 
@@ -64,6 +68,60 @@ def message_render(template: str, recipient) -> str:
         return str(values.get(placeholder, "")).strip() or (fallback or "")
 
     return PLACEHOLDER.sub(fill, template)
+
+
+# Varied wording: `{Salam|Hi|Hello}` in a message is one of its options per recipient, the same one
+# every time that recipient's message is made (the draw is seeded by the number and the text). A
+# group reads as a placeholder, not a choice, when it starts with name, first_name, phone or a
+# lowercase attribute key and has at most one bar ({first_name|Tuan/Puan}, {city|your area}); so a
+# choice of two lowercase words is written with a capital ({Hi|hello}).
+_CHOICE = re.compile(r"\{([^{}]*\|[^{}]*)\}")  # an innermost {a|b|...}
+_KEPT = re.compile("\ue000(\\d+)\ue001")  # a placeholder set aside while the choices are made
+
+
+def _is_placeholder(match: re.Match) -> bool:
+    """{key} always; {key|fallback} when the key can be a placeholder's (else it is a choice)."""
+    key = match[1]
+    return match[2] is None or key in PLACEHOLDERS or key == attribute_key(key)
+
+
+def _set_aside(template: str) -> tuple[str, list[str]]:
+    """The template with its placeholders replaced by markers (so their bars are not choices), and them."""
+    kept: list[str] = []
+
+    def keep(match: re.Match) -> str:
+        if not _is_placeholder(match):
+            return match[0]
+        kept.append(match[0])
+        return f"\ue000{len(kept) - 1}\ue001"
+
+    return PLACEHOLDER.sub(keep, template), kept
+
+
+def spin(template: str, key: str) -> str:
+    """The template with each {a|b|c} choice made for `key` (a phone number): always the same for it."""
+    if "|" not in template:
+        return template
+    text, kept = _set_aside(template)
+    seed = hashlib.blake2b(f"{key}\n{template}".encode(), digest_size=8).digest()
+    rng = random.Random(seed)
+    while match := _CHOICE.search(text):
+        text = text[: match.start()] + rng.choice(match[1].split("|")) + text[match.end() :]
+    return _KEPT.sub(lambda m: kept[int(m[1])], text)
+
+
+def wordings(template: str) -> int:
+    """How many different texts the template's choices can make (1 without any)."""
+    text, _ = _set_aside(template)
+    counts: list[int] = []  # of each choice made so far, marked in the text by its index
+
+    def product(option: str) -> int:
+        return math.prod(counts[int(i)] for i in re.findall("\ue002(\\d+)\ue003", option))
+
+    while match := _CHOICE.search(text):
+        counts.append(sum(product(option) for option in match[1].split("|")))
+        text = f"{text[: match.start()]}\ue002{len(counts) - 1}\ue003{text[match.end() :]}"
+    return product(text)
 
 
 def uses_name(template: str) -> tuple[bool, bool]:
@@ -92,11 +150,16 @@ class MessagesPreview:
     without_name: int  # recipients with no name, where the message uses one
     fallback: bool  # those get the placeholders' fallbacks (else a blank)
     missing: list[Missing] = field(default_factory=list)  # per attribute the message uses
+    wordings: int = 1  # the texts its choices ({Salam|Hi}) can make
+    worded: int = 1  # of those, how many these recipients get
 
 
 def messages_preview(template: str, recipients: list) -> MessagesPreview:
     """What each recipient will receive, as distinct texts with their counts, and who lacks a value."""
-    counts = Counter(message_render(template, recipient) for recipient in recipients)
+    spun = [spin(template, recipient.phone) for recipient in recipients]
+    counts = Counter(
+        message_render(text, recipient) for text, recipient in zip(spun, recipients, strict=True)
+    )
     named, all_fallback = uses_name(template)
     without_name = sum(not recipient.name.strip() for recipient in recipients) if named else 0
     missing = []
@@ -108,7 +171,9 @@ def messages_preview(template: str, recipients: list) -> MessagesPreview:
             ]
             examples = [r.name.strip() or r.phone for r in lacking[:5]]
             missing.append(Missing(key, len(lacking), examples, all(fallbacks)))
-    return MessagesPreview(counts.most_common(), without_name, all_fallback, missing)
+    return MessagesPreview(
+        counts.most_common(), without_name, all_fallback, missing, wordings(template), len(set(spun))
+    )
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,7 @@ def blast_stuck(blast_id: int, *, cancelled: bool = False) -> list[dict]:
                 "status": status.name,
                 "label": status.label,
                 "probable_cause": causes[status],
-                "follow_up": status in FOLLOW_UP_FROM,
+                "follow_up": status.name in FOLLOW_UP_FROM,
                 "count": count,
                 "percent": round(100 * count / total, 1) if total else 0.0,
                 "ages": {label: row.get(label, 0) for label, _, _ in AGE_BUCKETS},

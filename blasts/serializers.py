@@ -1,5 +1,7 @@
 """API shapes. Field names follow the customer's roadmap: blast_tag, follow_up_stage, blast_id."""
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema_field
@@ -7,10 +9,11 @@ from rest_framework import serializers
 
 from .audit import Actor, Via
 from .follow_ups import MAX_AGE_HOURS
-from .models import AuditRecord, Blast, BlastRecipient, StatusCheck, StatusHistory
+from .models import AuditRecord, Blast, BlastRecipient, StatusCheck, StatusHistory, VariantTest
 from .recipients import parse_recipients
 from .services import blast_create
 from .statuses import FOLLOW_UP_FROM
+from .variants import MAX_VARIANTS, TEST_SHARES
 
 Status = BlastRecipient.Status
 STATUS_NAMES = [s.name for s in Status]
@@ -82,6 +85,34 @@ class BlastCreateSerializer(serializers.Serializer):
     recipients = serializers.ListField(child=RecipientInputField(), allow_empty=True)
     device = serializers.CharField(max_length=32, required=False)
     scheduled_at = serializers.DateTimeField(required=False, allow_null=True)
+    variants = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        default=list,
+        max_length=MAX_VARIANTS - 1,
+        help_text="Variants B to E's messages (A's is `message`): recipients are split between them at random, evenly.",
+    )
+    track_links = serializers.BooleanField(
+        default=True, help_text="Each http(s) link becomes a per-recipient short link that counts clicks."
+    )
+    test_share = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=TEST_SHARES[0],
+        max_value=TEST_SHARES[1],
+        help_text="Test then send the winner: the variants go to this percent of the recipients first.",
+    )
+    test_hours = serializers.FloatField(
+        default=4.0,
+        min_value=0.01,
+        max_value=7 * 24,
+        help_text="…then, this long after the test's last send,",
+    )
+    test_metric = serializers.ChoiceField(
+        choices=VariantTest.Metric.choices,
+        default="replied",
+        help_text="…the rest get the variant best at this.",
+    )
 
     def validate_recipients(self, rows):
         parsed = parse_recipients((str(index), *row) for index, row in enumerate(rows))
@@ -103,6 +134,15 @@ class BlastCreateSerializer(serializers.Serializer):
                 recipients=validated["recipients"],
                 device=validated["device"],
                 scheduled_at=validated.get("scheduled_at"),
+                variants=validated["variants"],
+                track_links=validated["track_links"],
+                test=VariantTest(
+                    share=validated["test_share"],
+                    wait=timedelta(hours=validated["test_hours"]),
+                    metric=validated["test_metric"],
+                )
+                if validated.get("test_share")
+                else None,
                 by=Actor(self.context["request"].user, Via.API),
             )
         except DjangoValidationError as exc:  # e.g. a placeholder no recipient has: a 400 on its field
@@ -119,10 +159,16 @@ class BlastCreatedSerializer(serializers.Serializer):
 
 class FollowUpSerializer(serializers.Serializer):
     status = serializers.ChoiceField(
-        choices=[s.name for s in FOLLOW_UP_FROM], help_text="The funnel cell: recipients now at this status."
+        choices=[*FOLLOW_UP_FROM],
+        help_text="The funnel cell: recipients now at this status, or READ_NOT_CLICKED (read, no click on a "
+        "tracked link, not replied) or CLICKED_NOT_REPLIED.",
     )
     min_age_hours = serializers.IntegerField(
-        min_value=0, max_value=MAX_AGE_HOURS, default=0, help_text="…standing there for at least this long."
+        min_value=0,
+        max_value=MAX_AGE_HOURS,
+        default=0,
+        help_text="…standing there for at least this long (read, not clicked: since reading; clicked, not "
+        "replied: since the first click).",
     )
     message = serializers.CharField()
 
@@ -134,35 +180,109 @@ class RatesSerializer(serializers.Serializer):
     closed = serializers.FloatField()
 
 
-class MetricsSerializer(serializers.Serializer):
+class ClicksSerializer(serializers.Serializer):
+    clicked = serializers.IntegerField(
+        help_text="Sent recipients who clicked a tracked link (previews left out)."
+    )
+    rate = serializers.FloatField(help_text="Clicked as a share of sent.")
+    first_click_at = serializers.DateTimeField(allow_null=True)
+    median_seconds_to_click = serializers.FloatField(
+        allow_null=True, help_text="Median time from sending to the first click; null with no click."
+    )
+
+
+class RateSerializer(serializers.Serializer):
+    value = serializers.FloatField(allow_null=True, help_text="A share of sent; null with none sent.")
+    low = serializers.FloatField(help_text="Its 95% interval (Wilson).")
+    high = serializers.FloatField()
+
+
+class AgainstASerializer(serializers.Serializer):
+    difference = serializers.FloatField(allow_null=True, help_text="This variant's rate minus A's.")
+    low = serializers.FloatField(allow_null=True, help_text="Its 95% interval (Newcombe).")
+    high = serializers.FloatField(allow_null=True)
+    beyond_noise = serializers.BooleanField()
+    verdict = serializers.CharField(help_text='In words, as the pages say it: "B is higher, beyond noise".')
+
+
+class StagesSerializer(serializers.Serializer):
+    """The funnel's five counts, cumulative (Funnel.stages)."""
+
     sent = serializers.IntegerField()
     received = serializers.IntegerField()
     read = serializers.IntegerField()
     replied = serializers.IntegerField()
     closed = serializers.IntegerField()
+
+
+class VariantMetricsSerializer(StagesSerializer):
+    variant = serializers.CharField(help_text="A to E.")
+    message = serializers.CharField()
+    clicked = serializers.IntegerField()
+    reply_rate = RateSerializer()
+    click_rate = RateSerializer()
+    against_a = serializers.DictField(
+        child=AgainstASerializer(), help_text='"replied" and "clicked" against A; empty for A.'
+    )
+
+
+class MetricsSerializer(StagesSerializer):
     failed = serializers.IntegerField()
     unknown = serializers.IntegerField()
     skipped = serializers.IntegerField()
     queued = serializers.IntegerField(help_text="Not sent yet (queued or in flight).")
     total = serializers.IntegerField()
     rates = RatesSerializer(help_text="Each stage as a share of sent.")
+    clicks = ClicksSerializer(help_text="Clicks on tracked links, beside the funnel.")
+    variants = VariantMetricsSerializer(
+        many=True, required=False, help_text="Per variant, in a blast's own answers (not in the list)."
+    )
+
+
+class VariantTestSerializer(serializers.ModelSerializer):
+    wait_hours = serializers.SerializerMethodField()
+
+    class Meta:
+        model = VariantTest
+        fields = ["share", "wait_hours", "metric", "ends_at", "decided_at", "winner", "verdict"]
+        read_only_fields = fields
+        extra_kwargs = {
+            "ends_at": {"help_text": "When the winner is chosen: set once the test's sends are done."}
+        }
+
+    def get_wait_hours(self, test) -> float:
+        return test.wait.total_seconds() / 3600
 
 
 class BlastSerializer(serializers.ModelSerializer):
     blast_id = serializers.IntegerField(source="pk", read_only=True)
     blast_tag = serializers.CharField(source="tag")
+    variants = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="Variants B to E's messages; A's is `message`.",
+    )
+    variant_test = VariantTestSerializer(
+        read_only=True, allow_null=True, default=None, help_text="Test then send the winner; null: none."
+    )
     metrics = serializers.SerializerMethodField()
 
     class Meta:
         model = Blast
         fields = [
-            "blast_id", "blast_tag", "follow_up_stage", "message", "device", "state", "state_reason",
-            "scheduled_at", "parent", "created_at", "started_at", "finished_at", "metrics",
+            "blast_id", "blast_tag", "follow_up_stage", "message", "variants", "variant_test", "track_links", "device", "state",
+            "state_reason", "scheduled_at", "parent", "created_at", "started_at", "finished_at", "metrics",
         ]  # fmt: skip
 
     @extend_schema_field(MetricsSerializer)
     def get_metrics(self, blast):
-        return self.context["funnels"][blast.pk].metrics()
+        metrics = {
+            **self.context["funnels"][blast.pk].metrics(),
+            "clicks": ClicksSerializer(self.context["clicks"][blast.pk].metrics()).data,
+        }
+        if blast.pk in self.context.get("variants", {}):
+            metrics["variants"] = [result.metrics() for result in self.context["variants"][blast.pk]]
+        return metrics
 
 
 class RecipientSerializer(serializers.ModelSerializer):
@@ -173,7 +293,7 @@ class RecipientSerializer(serializers.ModelSerializer):
         fields = [
             "id", "blast", "phone", "name", "status", "message_id", "status_changed_at", "sent_at", "server_ack_at",
             "delivered_at", "read_at", "replied_at", "closed_at", "failed_at", "failure_reason", "reply_text",
-            "is_canary", "mark_note", "deal_value",
+            "is_canary", "mark_note", "deal_value", "variant", "clicked_at",
         ]  # fmt: skip
 
 

@@ -23,11 +23,13 @@ from .models import (
     OptOut,
     Segment,
     StatusHistory,
+    VariantTest,
     WebhookEvent,
 )
 from .recipients import ParsedRecipients, normalize_phone
 from .statuses import ACTIVE, STAGE_TIME_FIELDS, can_move
 from .text import fit
+from .variants import HELD, variant_test_check, variants_assign, variants_check
 
 Status = BlastRecipient.Status
 Source = StatusHistory.Source
@@ -272,14 +274,20 @@ def blast_create(
     scheduled_at: datetime | None = None,
     parent: Blast | None = None,
     segment: Segment | None = None,
+    variants: list[str] = (),
+    track_links: bool = True,
+    test: VariantTest | None = None,
     by: Actor = SYSTEM,
 ) -> BlastCreated:
     """Create a draft blast with its recipients, or raise ValidationError and create nothing.
 
     Every recipient (but the team's canaries) becomes or updates its contact (contacts_upsert: a
     name given now wins, attributes merge) and is linked to it. Recipients start QUEUED; numbers on
-    the opt-out list start SKIPPED, with the reason. The audit trail says who created it (a
-    follow-up when it has a parent, the segment when it came from one).
+    the opt-out list start SKIPPED, with the reason. With `variants` (the messages of B to E),
+    recipients are split between A (`message`) and them at random, evenly; with a `test` (unsaved: its
+    share, wait and metric), only its share is, and the rest are held for the winner (sending/winner.py).
+    The audit trail says who
+    created it (a follow-up when it has a parent, the segment when it came from one).
     """
     if recipients.errors:
         raise ValidationError({"recipients": recipients.errors})
@@ -291,23 +299,35 @@ def blast_create(
         scheduled_at=scheduled_at,
         parent=parent,
         segment=segment,
+        variants=variants_check(list(variants)),
+        track_links=track_links,
         created_by=by.user,
     )
     blast.full_clean()
+    variant_test_check(blast.variants, test)
     with transaction.atomic():
         blast.save()
+        if test is not None:
+            test.blast = blast
+            test.save()
         rows = with_canaries(recipients.recipients)
         people = [ContactIn(r.phone, r.name, r.attributes) for r in recipients.recipients]
         contacts = contacts_upsert(person for person in people if person.phone not in canary_phones())
+        letters = "".join(blast.messages) if blast.variants else ""
+        share = test.share if test else None
+        split = variants_assign(blast.pk, [row.phone for row in rows], letters, share) if letters else {}
         for row in rows:
             row.blast, row.contact_id = blast, None if row.is_canary else contacts.ids[row.phone]
+            row.variant = split.get(row.phone, "")
+            row.next_attempt_at = HELD if letters and not row.variant else None
         BlastRecipient.objects.bulk_create(
             rows, batch_size=1000
         )  # in send order: canaries first, middle, last
-        message_check(
-            message,
-            lambda key: Contact.objects.filter(recipients__blast=blast, attributes__has_key=key).exists(),
-        )
+        for text in blast.messages.values():
+            message_check(
+                text,
+                lambda key: Contact.objects.filter(recipients__blast=blast, attributes__has_key=key).exists(),
+            )
         opted_out = blast.recipients.filter(phone__in=OptOut.objects.values("phone")).values_list(
             "pk", flat=True
         )

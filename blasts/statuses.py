@@ -5,6 +5,9 @@ writes read as READ_ACK. REPLIED and CLOSED are ours (a reply arrives, a sale is
 """
 
 import logging
+from typing import NamedTuple
+
+from django.db.models import Q
 
 from .models import Blast, BlastRecipient
 
@@ -106,12 +109,36 @@ FUNNEL_ORDER: tuple[Status, ...] = (
     Status.CLOSED,
 )
 
-# The funnel cells a follow-up can be made for: people who got the message and have not replied.
-FOLLOW_UP_FROM: dict[Status, str] = {
-    Status.PENDING: "Sent, not yet at WhatsApp's server",
-    Status.SERVER_ACK: "At WhatsApp's server, not delivered",
-    Status.DELIVERY_ACK: "Delivered, not read",
-    Status.READ_ACK: "Read, not replied",
+
+class FollowUpCell(NamedTuple):
+    label: str
+    members: Q  # who is in the cell now (the canaries are left out apart)
+    since: str  # the time field a follow-up's "for at least" is measured from
+
+
+# The funnel cells a follow-up can be made for, by name: people who got the message and have not
+# replied. A status's name is the recipients standing at it; the two click cells cut across statuses.
+# A click proves reading, so the redirect moves a clicker to READ_ACK (a FAILED one too); one whose
+# click came before its send was recorded is still sending, off the ladder, and in no cell yet.
+FOLLOW_UP_FROM: dict[str, FollowUpCell] = {
+    "PENDING": FollowUpCell(
+        "Sent, not yet at WhatsApp's server", Q(status=Status.PENDING), "status_changed_at"
+    ),
+    "SERVER_ACK": FollowUpCell(
+        "At WhatsApp's server, not delivered", Q(status=Status.SERVER_ACK), "status_changed_at"
+    ),
+    "DELIVERY_ACK": FollowUpCell("Delivered, not read", Q(status=Status.DELIVERY_ACK), "status_changed_at"),
+    "READ_ACK": FollowUpCell("Read, not replied", Q(status=Status.READ_ACK), "status_changed_at"),
+    "READ_NOT_CLICKED": FollowUpCell(
+        "Read, not clicked",
+        Q(status__gte=Status.READ_ACK, status__lt=Status.REPLIED, clicked_at__isnull=True),
+        "read_at",
+    ),
+    "CLICKED_NOT_REPLIED": FollowUpCell(
+        "Clicked, not replied",
+        Q(status__gte=Status.PENDING, status__lt=Status.REPLIED, clicked_at__isnull=False),
+        "clicked_at",
+    ),
 }
 
 

@@ -21,6 +21,7 @@ from .lifecycle import (
     BLAST_ACTIONS,
 )
 from .models import Alert, Blast, BlastRecipient, Heartbeat
+from .reporting.clicks import blast_clicks, blast_tracks_links
 from .reporting.compare import blast_sequence, comparable_choices, comparable_funnel, funnels_compare
 from .reporting.funnels import (
     blast_funnel,
@@ -29,6 +30,7 @@ from .reporting.funnels import (
 )
 from .reporting.rollups import blasts_overview
 from .reporting.timing import blast_read_split, blast_reply_curve, blast_timings
+from .reporting.variants import blast_variant_test, blast_variants
 from .selectors import (
     BACKLOG_ALERT_AFTER,
     blast_canaries,
@@ -43,6 +45,7 @@ from .selectors import (
 from .statuses import ACTIVE
 from .tracking.polling import CHECK_QUIET_AFTER
 from .tracking.unmatched import blast_unmatched, recipient_match_choices
+from .variants import recipient_message
 
 
 @require_GET
@@ -193,6 +196,9 @@ def _live_context(blast: Blast, user, params) -> dict:
     return {
         "blast": blast,
         "funnel": funnel,
+        "clicks": blast_clicks(blast.pk) if blast_tracks_links(blast) else None,
+        "variants": blast_variants(blast),
+        "variant_test": blast_variant_test(blast),
         "stuck": blast_stuck(blast.pk, cancelled=blast.state == Blast.State.CANCELLED),
         "progress": blast_progress(blast),
         "check": check,
@@ -274,10 +280,13 @@ class RecipientDetailView(StaffOnly, DetailView):
     template_name = "blasts/recipient_detail.html"
 
     def get_queryset(self):
-        return BlastRecipient.objects.filter(blast_id=self.kwargs["blast_pk"]).select_related("blast")
+        return BlastRecipient.objects.filter(blast_id=self.kwargs["blast_pk"]).select_related(
+            "blast", "contact"
+        )
 
     def get_context_data(self, **kwargs):
         return {
             **super().get_context_data(**kwargs),
+            "text": recipient_message(self.object),
             "match_choices": recipient_match_choices(self.object) if may(self.request.user, "match") else [],
         }

@@ -206,6 +206,7 @@ SPECTACULAR_SETTINGS = {
         "RecipientStatusEnum": "blasts.serializers.STATUS_NAMES",
         "StatusNumberEnum": "blasts.models.BlastRecipient.Status",
         "BlastStateEnum": "blasts.models.Blast.State",
+        "TestMetricEnum": "blasts.models.VariantTest.Metric",
     },
 }
 
@@ -275,6 +276,14 @@ DELIVERY_HEALTH_WAIT = env.float("DELIVERY_HEALTH_WAIT", default=600.0)
 DELIVERY_HEALTH_MIN_RATE = env.float("DELIVERY_HEALTH_MIN_RATE", default=0.5)
 DELIVERY_HEALTH_MAX_ERROR_RATE = env.float("DELIVERY_HEALTH_MAX_ERROR_RATE", default=0.2)
 DELIVERY_HEALTH_CHECK_SECONDS = env.float("DELIVERY_HEALTH_CHECK_SECONDS", default=30.0)
+
+# Tracked links: a message's http(s) links go out as PUBLIC_BASE_URL/l/<code> (this site, as
+# recipients' phones reach it), and lead to the original for LINK_EXPIRY_DAYS after sending.
+# Empty: links go out as written (`manage.py check --deploy` says so).
+PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000" if DEBUG else "").rstrip("/")
+LINK_EXPIRY_DAYS = env.float("LINK_EXPIRY_DAYS", default=90.0)
+# A request for a link this soon after its send is the gateway's or WhatsApp's link preview, not a person.
+LINK_PREVIEW_SECONDS = env.float("LINK_PREVIEW_SECONDS", default=10.0)
 
 # Status tracking. WSAPME cannot sign its callbacks, so the webhook checks a secret of ours
 # (header X-Webhook-Token, HTTP Basic password, or ?token=). Two may be live while rotating.

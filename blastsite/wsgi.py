@@ -19,6 +19,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "blastsite.settings")
 
 django_application = get_wsgi_application()
 
+from blasts.tracking.link_views import PREFIX as LINK_PREFIX  # noqa: E402 (needs Django set up)
+from blasts.tracking.link_views import link_application  # noqa: E402
+
 # Every printable ASCII character: a charset that reads these bytes back as the same text reads a
 # query string as Django expects. UTF-16/32, UTF-7, EBCDIC and punycode garble it (the right
 # webhook token came out as CJK text and got a 401).
@@ -62,6 +65,8 @@ def _answer(start_response, status: str, message: str) -> list[bytes]:
 
 
 def application(environ, start_response):
+    if environ.get("PATH_INFO", "").startswith(LINK_PREFIX):  # tracked links skip Django's handler: see there
+        return link_application(environ, start_response)
     if refusal := _refusal(environ):
         return _answer(start_response, *refusal)
     try:

@@ -15,7 +15,7 @@ from django.db.models import ProtectedError
 from django.utils import timezone
 
 from ..audit import Actor, Did, audit_record
-from ..models import Contact, ContactTag
+from ..models import PLACEHOLDER, Contact, ContactTag
 from ..recipients import Recipient, attribute_key, attribute_placeholders
 from ..text import clean_text, fit
 
@@ -179,10 +179,18 @@ def message_check(message: str, has_key) -> None:
     unknown = [key for key in attribute_placeholders(message) if not has_key(key)]
     if unknown:
         names = ", ".join(f"{{{key}}}" for key in unknown)
+        choice = next(
+            (m for m in PLACEHOLDER.finditer(message) if m[1] in unknown and m[2] is not None), None
+        )
+        hint = (
+            f" For varied wording, start the choice with a capital: {{{choice[1].capitalize()}|{choice[2]}}}."
+            if choice
+            else ""
+        )
         raise ValidationError(
             {
                 "message": f"No recipient has {names}: use {{name}}, {{first_name}}, {{phone}} or an "
-                "attribute your contacts have (a column of the file or an import, e.g. {city})."
+                f"attribute your contacts have (a column of the file or an import, e.g. {{city}}).{hint}"
             }
         )
 

@@ -9,13 +9,17 @@ never anything more, drawn per message from the seed apart from the rest of its 
 other messages keep theirs); `p_error` is the share refused with ERROR. Both apply to messages
 sent after they are set, so POST /_sandbox/config {"drop_rate": 1} mid-blast is a ban starting.
 
-Control API (loopback only, no token): GET /_sandbox/calls, /_sandbox/webhooks,
+Tracked links: a message's URLs with /l/ in them are fetched as WhatsApp's link preview
+(`p_link_preview`, right after the send is taken) and clicked by readers (`p_click`, `click_after`;
+`p_click_if` and `p_reply_if` give a message containing some words its own chances), each GET at
+its time on the message's timeline, drawn apart from the rest of it (the other draws keep theirs).
+
+Control API (loopback only, no token): GET /_sandbox/calls, /_sandbox/webhooks, /_sandbox/clicks,
 /_sandbox/config; POST /_sandbox/config (JSON knobs), /_sandbox/faults, /_sandbox/down,
 /_sandbox/reset.
 """
 
 import dataclasses
-import heapq
 import itertools
 import json
 import logging
@@ -29,8 +33,7 @@ from collections import deque
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import requests
-
+from .sandbox_events import Deliveries
 from .sandbox_messages import (
     FAILURE_MESSAGES,
     FAULTS,
@@ -38,8 +41,10 @@ from .sandbox_messages import (
     OPT_OUTS,
     PHONE,
     REPLIES,
+    Fetch,
     Message,
     SandboxConfig,
+    tracked_links,
 )
 
 log = logging.getLogger(__name__)
@@ -89,7 +94,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-class Sandbox:
+class Sandbox(Deliveries):
     """The gateway: `start()` serves in a background thread, `stop()` ends it."""
 
     def __init__(self, config: SandboxConfig | None = None, host: str = "127.0.0.1", port: int = 0):
@@ -102,7 +107,7 @@ class Sandbox:
         self._down_until = 0.0
         self._down = threading.Event()  # set while nothing listens
         self._threads: list[threading.Thread] = []
-        self._events: list = []  # heap of (due monotonic, seq, payload, message id)
+        self._events: list = []  # heap of (due monotonic, seq, webhook payload or Fetch, message id)
         self._events_ready = threading.Condition(self.lock)
         self._seq = itertools.count()
         self._local = threading.local()  # one HTTP session per thread
@@ -115,7 +120,7 @@ class Sandbox:
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> "Sandbox":
-        for target in (self._serve, self._deliver_webhooks):
+        for target in (self._serve, self._deliver_events):
             thread = threading.Thread(target=target, daemon=True, name=f"sandbox-{target.__name__}")
             thread.start()
             self._threads.append(thread)
@@ -141,6 +146,7 @@ class Sandbox:
         with self.lock:
             self.calls: list[dict] = []
             self.deliveries: list[dict] = []
+            self.fetches: list[dict] = []  # of tracked links: clicks and previews
             self.messages: dict[str, Message] = {}
             self._sends_per_phone: dict[str, int] = {}
             self._faults: deque = deque()  # (fault, endpoint)
@@ -186,6 +192,7 @@ class Sandbox:
             ("GET", "/_sandbox/webhooks"): lambda r, b: r.answer(
                 200, {"webhooks": self._copy(self.deliveries)}
             ),
+            ("GET", "/_sandbox/clicks"): lambda r, b: r.answer(200, {"clicks": self._copy(self.fetches)}),
             ("GET", "/_sandbox/config"): lambda r, b: r.answer(200, dataclasses.asdict(self.config)),
             ("POST", "/_sandbox/config"): self._configure,
             ("POST", "/_sandbox/faults"): self._queue_faults,
@@ -300,7 +307,7 @@ class Sandbox:
         # The timeline depends on the seed, the number and how often it was sent to: not on
         # which sender got there first, so runs are reproducible.
         rng = random.Random(f"{config.seed}:{phone}:{nth}")
-        timeline, reply, at = [], None, 0.0
+        timeline, reply, clicks, at = [], None, [], 0.0
 
         def later(mean):
             nonlocal at
@@ -317,11 +324,15 @@ class Sandbox:
                     read_at = later(config.read_after)
                     if rng.random() >= config.p_receipts_off:
                         timeline.append((read_at, "READ_ACK"))
-                    if rng.random() < config.p_reply:
+                    if rng.random() < config.chance("p_reply", text):
                         words = OPT_OUTS if rng.random() < config.p_opt_out else REPLIES
                         reply = (later(config.reply_after), rng.choice(words))
+                    clicks = self._clicks(config, f"{config.seed}:{phone}:{nth}", text, read_at)
         if random.Random(f"{config.seed}:{phone}:{nth}:drop").random() < config.drop_rate:
-            timeline, reply = [(timeline[0][0], "SERVER_ACK")], None
+            timeline, reply, clicks = [(timeline[0][0], "SERVER_ACK")], None, []
+        previews = []
+        if random.Random(f"{config.seed}:{phone}:{nth}:preview").random() < config.p_link_preview:
+            previews = [(0.0, Fetch(url, "preview")) for url in tracked_links(text)]
         message = Message(
             id="3EB0" + uuid.uuid4().hex[:18].upper(),
             device=device,
@@ -332,6 +343,7 @@ class Sandbox:
             nth=nth,
             timeline=timeline,
             reply=reply,
+            fetches=previews + clicks,
         )
         with self.lock:
             self.messages[message.id] = message
@@ -359,57 +371,3 @@ class Sandbox:
         else:
             answer = {"success": True, "id": message.id, **found}
         request.answer(200, answer)
-
-    # --- webhooks --------------------------------------------------------------------------
-
-    def _schedule(self, message: Message, *, early_ack: bool) -> None:
-        config = self.config
-        if not config.webhook_url:
-            return
-        rng = self._rng(message, "webhooks")
-        events = []
-        for offset, status in message.timeline:
-            events.append(
-                (offset, message.ack(status, message.sent_wall + offset, rng.choice(config.ack_shapes)))
-            )
-        if message.reply:
-            offset, text = message.reply
-            events.append((offset, message.reply_body(text)))
-        if early_ack:
-            payload = message.ack("SERVER_ACK", message.sent_wall, rng.choice(config.ack_shapes))
-            self._post(payload, message.id)  # before the send answer is written
-        with self._events_ready:
-            for offset, payload in events:
-                copies = 2 if rng.random() < config.p_duplicate else 1
-                for _ in range(copies):
-                    due = message.sent_mono + offset + rng.uniform(0, config.shuffle_window)
-                    heapq.heappush(self._events, (due, next(self._seq), payload, message.id))
-            self._events_ready.notify()
-
-    def _deliver_webhooks(self) -> None:
-        while not self._stopping.is_set():
-            with self._events_ready:
-                now = time.monotonic()
-                if not self._events or self._events[0][0] > now:
-                    wait = self._events[0][0] - now if self._events else 0.5
-                    self._events_ready.wait(timeout=min(wait, 0.5))
-                    continue
-                _, _, payload, message_id = heapq.heappop(self._events)
-            self._post(payload, message_id)
-
-    def _post(self, payload: dict, message_id: str) -> None:
-        entry = {"message_id": message_id, "payload": payload, "at": datetime.now(UTC).isoformat()}
-        if not hasattr(self._local, "session"):
-            self._local.session = requests.Session()
-        try:
-            response = self._local.session.post(
-                self.config.webhook_url, json=payload, headers=self.config.webhook_headers, timeout=10
-            )
-            entry["http_status"] = response.status_code
-        except requests.RequestException as exc:
-            entry["error"] = type(exc).__name__
-            log.warning(
-                "sandbox webhook to %s failed: %s", self.config.webhook_url.split("?")[0], type(exc).__name__
-            )
-        with self.lock:
-            self.deliveries.append(entry)

@@ -3,6 +3,7 @@
 
 import re
 from dataclasses import dataclass, field, fields
+from typing import NamedTuple
 
 # Faults that answer without sending, and the ones that send but answer badly.
 NOT_SENT_FAULTS = {"rate_limited", "unavailable", "invalid_number", "unauthorized", "device_offline"}
@@ -24,6 +25,23 @@ REPLIES = (
 )
 OPT_OUTS = ("STOP", "BERHENTI", "unsubscribe")
 PHONE = re.compile(r"^\+?(\d{8,15})$")
+# A tracked link of ours in a message: an http(s) URL with /l/ in it, without the punctuation a sentence
+# puts after it.
+URL = re.compile(r"https?://[^\s<>\"'`]+", re.IGNORECASE)
+TRAILING = ".,;:!?)]}*~'\""
+# Who fetches a link: a person's phone browser, or WhatsApp making the link's preview.
+USER_AGENTS = {
+    "click": "Mozilla/5.0 (Linux; Android 13; SM-A145F) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Mobile Safari/537.36",
+    "preview": "WhatsApp/2.24.1 A",
+}
+CHANCE_KNOBS = ("p_click_if", "p_reply_if")  # {text: probability}, overriding p_click and p_reply
+
+
+def tracked_links(text: str) -> list[str]:
+    """The http(s) URLs of `text` with /l/ in them (our tracked links), in order."""
+    urls = (url.rstrip(TRAILING) for url in URL.findall(text))
+    return [url for url in urls if "/l/" in url]
 
 
 @dataclass
@@ -57,6 +75,20 @@ class SandboxConfig:
     retry_after: float = 1.0  # seconds, for rate_limited and unavailable
     stall: float = 30.0  # seconds a stalled answer waits
     p_status_unknown: float = 0.0  # getMessageStatus answers {"success": false, "data": {}}
+    # Tracked links (URLs with /l/ in a message): GETs as a person's browser, not following redirects.
+    p_click: float = 0.0  # of read messages: the reader clicks each link in turn
+    click_after: float = 10.0  # after reading, and between one link and the next
+    # {text: probability}: for a message containing the text (the first that matches), instead of
+    # p_click or p_reply. How a test makes variant B, with its own words, win.
+    p_click_if: dict = field(default_factory=dict)
+    p_reply_if: dict = field(default_factory=dict)
+    p_link_preview: float = 0.0  # WhatsApp fetches each link for a preview as soon as the send is taken
+
+    def chance(self, knob: str, text: str) -> float:
+        """p_click or p_reply for a message with this text: its first matching *_if override, else the knob."""
+        return next(
+            (p for words, p in getattr(self, f"{knob}_if").items() if words in text), getattr(self, knob)
+        )
 
     def update(self, values: dict) -> None:
         for key, value in values.items():
@@ -65,6 +97,8 @@ class SandboxConfig:
                 raise ValueError(f"unknown knob {key!r}")
             if key == "fault_rates" and not set(value) <= FAULTS:
                 raise ValueError(f"fault_rates keys must be among {sorted(FAULTS)}")
+            if key in CHANCE_KNOBS:
+                value = _chances(key, value)
             if isinstance(current, tuple):
                 value = tuple(value)
             elif KNOB_TYPES[key] in (int, float):  # the declared type: latency=0 is still a float
@@ -73,6 +107,21 @@ class SandboxConfig:
 
 
 KNOB_TYPES = {knob.name: knob.type for knob in fields(SandboxConfig)}
+
+
+def _chances(key: str, value) -> dict[str, float]:
+    if not isinstance(value, dict) or not all(
+        isinstance(p, int | float) and not isinstance(p, bool) and 0 <= p <= 1 for p in value.values()
+    ):
+        raise ValueError(f'{key} maps texts to probabilities from 0 to 1: {{"Diskaun": 0.9}}')
+    return {str(words): float(p) for words, p in value.items()}
+
+
+class Fetch(NamedTuple):
+    """A GET of one of a message's tracked links: a person's click, or a link preview."""
+
+    url: str
+    kind: str  # "click" or "preview": the user agent (USER_AGENTS)
 
 
 @dataclass
@@ -86,6 +135,7 @@ class Message:
     nth: int  # how many sends to this number came before
     timeline: list  # [(seconds after sending, status name)], in order
     reply: tuple | None  # (seconds after sending, text)
+    fetches: list = field(default_factory=list)  # [(seconds after sending, Fetch)]: previews, then clicks
 
     def status_at(self, mono: float) -> tuple[str, float]:
         """The newest status reached by `mono`, and its wall time."""

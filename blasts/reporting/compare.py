@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from ..models import Blast, BlastRecipient
 from .funnels import Funnel, audience, blast_funnel, blast_funnels, blasts_funnel_total
-from .stats import Difference
+from .stats import Difference, verdict
 from .timing import StageTiming, blast_timings
 
 Status = BlastRecipient.Status
@@ -21,7 +21,8 @@ def funnels_compare(a: Funnel, b: Funnel) -> list[dict]:
             "stage": stage,
             "a": a.rate(stage),
             "b": b.rate(stage),
-            "difference": Difference(a.rate(stage), b.rate(stage)),
+            "difference": (difference := Difference(a.rate(stage), b.rate(stage))),
+            "verdict": verdict(difference, "The first", "The second"),
         }
         for stage in COMPARED_STAGES
     ]

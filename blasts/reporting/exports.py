@@ -10,9 +10,11 @@ from ..models import BlastRecipient
 
 Status = BlastRecipient.Status
 # The columns: status as the pages say it, then its code; times in the site's zone with the offset.
+# variant: the letter of the message it got (blank without variants); clicked_at: its first click on a
+# tracked link (blank: none).
 CSV_FIELDS = [
     "phone", "name", "status", "status_code", "message_id", "sent_at", "delivered_at", "read_at", "replied_at",
-    "closed_at", "failure_reason", "reply_text",
+    "closed_at", "failure_reason", "reply_text", "variant", "clicked_at",
 ]  # fmt: skip
 _READ = [field for field in CSV_FIELDS if field != "status_code"]
 # OWASP's list: a spreadsheet runs a cell that starts with = + - @ as a formula, and skips a leading

@@ -151,6 +151,15 @@ def blast_funnel(blast_id: int) -> Funnel:
     return blast_funnels([blast_id])[blast_id]
 
 
+def blast_variant_funnels(blast_id: int, letters: Iterable[str]) -> dict[str, Funnel]:
+    """One blast's funnel per variant (each of `letters`, in order, even one nobody got), in one query."""
+    counts: dict[str, dict[int, int]] = defaultdict(dict)
+    rows = audience(blast_id=blast_id).order_by().values_list("variant", "status").annotate(n=Count("id"))
+    for variant, status, n in rows:
+        counts[variant][status] = n
+    return {letter: Funnel(counts[letter]) for letter in letters}
+
+
 @dataclass(frozen=True)
 class FunnelBreakdown:
     """Recipients of a set of blasts counted by status per (tag, follow-up stage), and the sums."""

@@ -64,3 +64,12 @@ class Difference:
     def noise(self) -> bool:
         interval = self.interval
         return interval is None or interval[0] <= 0 <= interval[1]
+
+
+def verdict(difference: Difference, a: str, b: str) -> str:
+    """The plain words for b - a: nothing to say yet, within noise, or which is higher beyond it."""
+    if difference.value is None:
+        return "Nothing sent on one side yet."
+    if difference.noise:
+        return "Within noise: these numbers do not show a real difference."
+    return f"{b if difference.value > 0 else a} is higher, beyond noise."

@@ -73,9 +73,19 @@ def recipients_claim(
     *, worker: str, limit: int, now: datetime, blast_id: int | None = None, skip_devices=()
 ) -> list[int]:
     """Claim up to `limit` due recipients for `worker`, oldest blast first; other workers skip them."""
-    lease = timedelta(seconds=settings.SEND_LEASE_SECONDS)
     if connection.vendor == "postgresql":
-        return _claim_in_one_statement(worker, limit, now, now + lease, blast_id, list(skip_devices))
+        sql, params = claim_statement(
+            worker=worker,
+            limit=limit,
+            now=now,
+            blast_id=blast_id,
+            skip_devices=skip_devices,
+            returning="blast_id, id",
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return [pk for _, pk in sorted(cursor.fetchall())]  # RETURNING keeps no order
+    lease = timedelta(seconds=settings.SEND_LEASE_SECONDS)
     due = _due_blasts(now, blast_id).exclude(device__in=list(skip_devices)).values("pk")
     with transaction.atomic():
         ids = list(
@@ -107,19 +117,24 @@ CLAIM_SQL = """
         LIMIT %s
         FOR UPDATE SKIP LOCKED
     )
-    RETURNING blast_id, id"""
+    RETURNING {returning}"""
 
 
-def _claim_in_one_statement(worker, limit, now, until, blast_id, skip_devices) -> list[int]:
+def claim_statement(
+    *, worker: str, limit: int, now: datetime, blast_id: int | None, skip_devices, returning: str
+) -> tuple[str, list]:
+    """recipients_claim's statement on PostgreSQL with its parameters, RETURNING `returning` of the
+    claimed rows: for the sender, which reads what it sends first in the same statement (worker.py)."""
+    skip_devices = list(skip_devices)
     sql = CLAIM_SQL.format(
         states=", ".join(["%s"] * len(ACTIVE)),
         blast=" AND id = %s" if blast_id else "",
         devices=f" AND device NOT IN ({', '.join(['%s'] * len(skip_devices))})" if skip_devices else "",
+        returning=returning,
     )
+    until = now + timedelta(seconds=settings.SEND_LEASE_SECONDS)
     params = [worker, until, Status.QUEUED, *ACTIVE, now, *([blast_id] if blast_id else []), *skip_devices]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, now, now, limit])
-        return [pk for _, pk in sorted(cursor.fetchall())]  # RETURNING keeps no order
+    return sql, [*params, now, now, limit]
 
 
 def recipients_release(ids, *, worker: str) -> None:

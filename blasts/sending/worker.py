@@ -14,11 +14,9 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cache
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.utils import timezone
 
 from blastsite.logs import log_event
@@ -27,12 +25,13 @@ from ..alerts import webhook_backlog_alert, workers_alert_quiet
 from ..audit import Actor
 from ..gateway.client import WsapmeClient
 from ..lifecycle import BlastStateError, blast_queue, blast_start
-from ..models import Blast, BlastRecipient, Contact, Device, Heartbeat, OptOut, StatusHistory, WebhookEvent
-from ..recipients import message_render
+from ..models import Blast, BlastRecipient, Device, Heartbeat, StatusHistory, WebhookEvent
 from ..services import recipient_advance, worker_heartbeat
 from ..statuses import ACTIVE
 from ..threads import run_in_threads
 from ..tracking.events import webhook_events_apply_waiting
+from ..tracking.links import links_render
+from ..variants import recipient_message
 from .health import blast_check_delivery_health
 from .ledger import (
     UNCLAIM,
@@ -41,12 +40,13 @@ from .ledger import (
     blasts_complete_finished,
     blasts_hold_stale,
     next_due_at,
-    recipients_claim,
     recipients_reap_lost_sends,
     recipients_release,
     worker_name,
 )
 from .pacing import device_reserve_slot
+from .reads import EndedSends, SendRead, recipient_for_send, recipients_claim_and_read
+from .winner import variant_tests_decide
 
 log = logging.getLogger(__name__)
 Status = BlastRecipient.Status
@@ -74,14 +74,19 @@ class Sender:
     health_checked: dict[int, datetime] = field(default_factory=dict)  # blast id -> its last health check
     beat_at: datetime | None = None  # when this worker last said it is alive
     housekept_at: datetime | None = None  # when this worker last reaped lost sends and held stale blasts
-    sent_ids: list[str] = field(default_factory=list)  # message ids sent in the current batch
-    ended_ids: list[int] = field(default_factory=list)  # recipients whose send ended in the current batch
+    ended: EndedSends = field(default_factory=EndedSends)  # sends whose look for waiting events is to come
     batch_size: int = 0  # recipients claimed at once; 0: SEND_BATCH_SIZE
 
     def __post_init__(self):
         self.sleep = self.sleep or self.stop.wait
 
     def run(self, *, loop: bool = False) -> Counter:
+        try:
+            return self._run(loop)
+        finally:
+            self.ended.look()
+
+    def _run(self, loop: bool) -> Counter:
         tally: Counter = Counter()
         waiting: dict[str, datetime] = {}  # device -> the slot it waits for
         while not self.stop.is_set():
@@ -94,20 +99,23 @@ class Sender:
                 blasts_hold_stale(now=now)
                 workers_alert_quiet(now=now)  # the poller gone quiet: tell people
                 webhook_backlog_alert(now=now)  # webhook events waiting on a stopped or slow applier
-                # A sender killed between a send's outcome and its batch's end left replies waiting.
+                # A sender killed between a send's outcome and its next read left replies waiting.
                 webhook_events_apply_waiting(kind=WebhookEvent.Kind.REPLY)
+                variant_tests_decide(now=now)  # a test's wait over: its held recipients get the winner
                 self.housekept_at = now
             waiting = {device: at for device, at in waiting.items() if at > now}
-            batch = recipients_claim(
+            batch, first = recipients_claim_and_read(
                 worker=self.worker,
                 limit=self.batch_size or settings.SEND_BATCH_SIZE,
                 now=now,
                 blast_id=self.blast_id,
                 skip_devices=waiting,
+                ended=self.ended,
             )
             if batch:
-                self._send_batch(batch, tally, waiting)
+                self._send_batch(batch, first, tally, waiting)
                 continue
+            self.ended.look()  # on SQLite (PostgreSQL's claim looked)
             blasts_complete_finished(now=now, blast_id=self.blast_id)
             due = next_due_at(now=now, blast_id=self.blast_id)
             if due is None and not loop:
@@ -119,29 +127,25 @@ class Sender:
             self.sleep(min(max(pause, 0.05), self.idle_seconds))
         return tally
 
-    def _send_batch(self, batch: list[int], tally: Counter, waiting: dict) -> None:
-        try:
-            for index, pk in enumerate(batch):
-                if self.stop.is_set():
-                    recipients_release(batch[index:], worker=self.worker)
-                    return
-                outcome, device, slot = self.send_one(pk)
-                tally[outcome] += 1
-                self.on_outcome(outcome)
-                if outcome == Done.WAITING:
-                    waiting[device] = slot
-                    recipients_release(batch[index + 1 :], worker=self.worker)
-                    return
-        finally:
-            # Acks that beat our commit of the message id wait for it, and replies that came during a
-            # send wait for its end: one look per batch, not per send.
-            if self.ended_ids:
-                webhook_events_apply_waiting(message_ids=self.sent_ids, recipient_ids=self.ended_ids)
-                self.sent_ids, self.ended_ids = [], []
+    def _send_batch(self, batch: list[int], first: SendRead | None, tally: Counter, waiting: dict) -> None:
+        for index, pk in enumerate(batch):
+            if self.stop.is_set():
+                recipients_release(batch[index:], worker=self.worker)
+                return
+            outcome, device, slot = self.send_one(pk, read=first if index == 0 else None)
+            tally[outcome] += 1
+            self.on_outcome(outcome)
+            if outcome == Done.WAITING:
+                waiting[device] = slot
+                recipients_release(batch[index + 1 :], worker=self.worker)
+                return
 
-    def send_one(self, pk: int) -> tuple[Done, str, datetime | None]:
-        """Send one claimed recipient; return (outcome, device, slot the device waits for)."""
-        recipient, device = recipient_for_send(pk)
+    def send_one(self, pk: int, read: SendRead | None = None) -> tuple[Done, str, datetime | None]:
+        """Send one claimed recipient; return (outcome, device, slot the device waits for).
+
+        `read`: recipient_for_send's answer when the claim, the statement just before, read it.
+        """
+        recipient, device = read or recipient_for_send(pk, ended=self.ended)
         blast = recipient.blast
         if recipient.status != Status.QUEUED or recipient.claimed_by != self.worker:
             return Done.LOST, blast.device, None  # the claim expired and another worker took it
@@ -167,6 +171,8 @@ class Sender:
             recipients_release([pk], worker=self.worker)
             return Done.WAITING, blast.device, slot
 
+        # Made before SENDING: a failure here (its tracked links are written) leaves it queued.
+        text = links_render(recipient, recipient_message(recipient))
         # SENDING only while this worker holds the claim and the blast is still active: a pause or a
         # cancel between the claim and now sends nothing and gives the recipient back to the queue.
         lease = timezone.now() + timedelta(seconds=settings.SEND_LEASE_SECONDS)
@@ -182,14 +188,10 @@ class Sender:
         if blast.state == Blast.State.QUEUED:  # queued again after a resume too
             with suppress(BlastStateError):  # another sender started it, or a person paused it, meanwhile
                 blast_start(blast=blast)
-        result = self.client.send(
-            device=blast.device, to=recipient.phone, message=message_render(blast.message, recipient)
-        )
+        result = self.client.send(device=blast.device, to=recipient.phone, message=text)
         log_event(log, "send", blast=blast.pk, recipient=pk, outcome=result.outcome, kind=result.kind or None)
         outcome = _record(recipient, blast, result, self.rng)
-        self.ended_ids.append(pk)
-        if outcome == Done.SENT:
-            self.sent_ids.append(result.message_id)
+        self.ended.add(pk, result.message_id if outcome == Done.SENT else None)
         self._watch_delivery_health(blast)
         return outcome, blast.device, None
 
@@ -201,73 +203,6 @@ class Sender:
             return
         self.health_checked[blast.pk] = now
         blast_check_delivery_health(blast=blast, now=now)
-
-
-# send_one's read, written once: the recipient with its blast, contact, whether the number opted out,
-# and the device's pacing row, in one statement (it was two ORM queries, compiled again for every
-# message). The columns come from the models, so a new column is read without a change here.
-_SEND_READ = """
-    SELECT {columns}, EXISTS (SELECT 1 FROM {optout} o WHERE o.phone = r.phone)
-    FROM {recipient} r
-    JOIN {blast} b ON b.id = r.blast_id
-    LEFT JOIN {contact} c ON c.id = r.contact_id
-    LEFT JOIN {device} d ON d.device_id = b.device
-    WHERE r.id = %s"""
-_READ_MODELS = (("r", BlastRecipient), ("b", Blast), ("c", Contact), ("d", Device))
-
-
-@cache
-def _send_read_plan(vendor: str) -> tuple[str, list[tuple[type, list, int]]]:
-    """The statement, and each model with its fields' converters (what the ORM applies to a row) and
-    where its primary key is (NULL: no row, as a LEFT JOIN gives for a canary's contact)."""
-    quote = connection.ops.quote_name
-    columns, plan = [], []
-    for alias, model in _READ_MODELS:
-        fields = []
-        for f in model._meta.concrete_fields:
-            columns.append(f"{alias}.{quote(f.column)}")
-            col = f.get_col(alias)
-            converters = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
-            fields.append((col, converters))
-        plan.append((model, fields, [f.primary_key for f in model._meta.concrete_fields].index(True)))
-    tables = {
-        name: quote(model._meta.db_table)
-        for name, model in (
-            ("recipient", BlastRecipient),
-            ("blast", Blast),
-            ("contact", Contact),
-            ("device", Device),
-            ("optout", OptOut),
-        )
-    }
-    return _SEND_READ.format(columns=", ".join(columns), **tables), plan
-
-
-def recipient_for_send(pk: int) -> tuple[BlastRecipient, Device | None]:
-    """The claimed recipient with its blast, contact and `opted_out`, and the blast's device row (None
-    before its first use): one statement."""
-    db = connections[DEFAULT_DB_ALIAS]  # once: `connection` looks itself up on every use
-    sql, plan = _send_read_plan(db.vendor)
-    with db.cursor() as cursor:
-        cursor.execute(sql, [pk])
-        row = cursor.fetchone()
-    if row is None:
-        raise BlastRecipient.DoesNotExist(f"recipient {pk} does not exist")
-    objects, at = [], 0
-    for model, fields, pk_at in plan:
-        values = []
-        for col, converters in fields:
-            value = row[at]
-            for convert in converters:
-                value = convert(value, col, db)
-            values.append(value)
-            at += 1
-        objects.append(model.from_db(db.alias, None, values) if values[pk_at] is not None else None)
-    recipient, blast, contact, device = objects
-    recipient.blast = blast
-    recipient.contact = contact
-    recipient.opted_out = bool(row[at])
-    return recipient, device
 
 
 def _reason_to_skip(recipient: BlastRecipient, blast: Blast) -> str:

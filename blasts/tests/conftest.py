@@ -3,10 +3,11 @@ import json
 import threading
 from collections import Counter
 from types import SimpleNamespace
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
 import responses
-from django.db import connection
+from django.db import connection, connections
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
@@ -16,6 +17,7 @@ from blasts.models import BlastRecipient, StatusHistory, WebhookEvent
 from blasts.recipients import ParsedRecipients, parse_recipients
 from blasts.services import blast_create, recipient_advance
 from blasts.tracking.applier import Waker, applier_loop, webhook_events_apply
+from blasts.tracking.link_views import link_application
 
 # Each example makes its own rows, so sharing the test's transaction is safe.
 hypothesis_settings.register_profile(
@@ -137,3 +139,28 @@ def applier(transactional_db):
     yield thread
     stop.set()
     thread.join(timeout=10)
+
+
+class QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def our_links(settings, transactional_db):
+    """Our /l/ redirect (what blastsite.wsgi hands /l/ to) on a free port, as PUBLIC_BASE_URL."""
+    httpd = make_server("127.0.0.1", 0, link_application, handler_class=QuietHandler)
+
+    def serve():
+        try:
+            httpd.serve_forever(poll_interval=0.05)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    settings.PUBLIC_BASE_URL = f"http://127.0.0.1:{httpd.server_address[1]}"
+    settings.LINK_PREVIEW_SECONDS = 0  # the sandbox clicks within a second: only the user agent tells
+    yield httpd
+    httpd.shutdown()
+    thread.join(timeout=5)

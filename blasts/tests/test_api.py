@@ -34,10 +34,10 @@ ROADMAP_BODY = {
     "message": "Campaign message",
     "follow_up_stage": "Initial",
 }
-METRIC_KEYS = {"sent", "received", "read", "replied", "closed", "failed", "unknown", "skipped", "queued", "total", "rates"}  # fmt: skip
+METRIC_KEYS = {"sent", "received", "read", "replied", "closed", "failed", "unknown", "skipped", "queued", "total", "rates", "clicks"}  # fmt: skip
 RATE_KEYS = {"received", "read", "replied", "closed"}
 CSV_HEADER = ["phone", "name", "status", "status_code", "message_id", "sent_at", "delivered_at", "read_at",
-              "replied_at", "closed_at", "failure_reason", "reply_text"]  # fmt: skip
+              "replied_at", "closed_at", "failure_reason", "reply_text", "variant", "clicked_at"]  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -667,6 +667,8 @@ def test_metrics_counts_each_stage_cumulatively_and_rates_of_sent(admin_client):
         "total": 12,
         # Each stage / sent, rounded to 4 places.
         "rates": {"received": 0.8571, "read": 0.5714, "replied": 0.2857, "closed": 0.1429},
+        # Beside the funnel (reporting/clicks.py): nobody clicked here.
+        "clicks": {"clicked": 0, "rate": 0.0, "first_click_at": None, "median_seconds_to_click": None},
     }
 
 

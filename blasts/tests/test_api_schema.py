@@ -204,9 +204,9 @@ def test_the_schema_is_openapi_3_with_the_roadmaps_names(openapi):
     assert {"blast_id", "blast_tag", "follow_up_stage", "metrics", "state"} <= set(
         schemas["Blast"]["properties"]
     )
-    assert {"blast_tag", "follow_up_stage", "message", "recipients", "device", "scheduled_at"} == set(
-        schemas["BlastCreateRequest"]["properties"]
-    )
+    roadmap = {"blast_tag", "follow_up_stage", "message", "recipients", "device", "scheduled_at"}
+    variants = {"variants", "track_links", "test_share", "test_hours", "test_metric"}  # issue 21
+    assert roadmap | variants == set(schemas["BlastCreateRequest"]["properties"])
     assert set(schemas["BlastCreated"]["properties"]) == {
         "blast_id",
         "created",
@@ -351,7 +351,16 @@ def blast_bodies():
     when = st.datetimes(timezones=st.timezones()).map(lambda moment: moment.isoformat())
     return st.fixed_dictionaries(
         {"blast_tag": text, "message": text, "recipients": st.lists(recipient, max_size=4)},
-        optional={"follow_up_stage": text, "device": text, "scheduled_at": st.one_of(st.none(), when)},
+        optional={
+            "follow_up_stage": text,
+            "device": text,
+            "scheduled_at": st.one_of(st.none(), when),
+            "variants": st.lists(text, max_size=5),
+            "track_links": st.booleans(),
+            "test_share": st.one_of(st.none(), st.integers(-5, 120)),
+            "test_hours": st.floats(allow_nan=True, allow_infinity=True),
+            "test_metric": st.sampled_from(["replied", "clicked", "opened"]),
+        },
     )
 
 

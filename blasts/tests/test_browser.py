@@ -2,7 +2,7 @@
 
 Sign in, create a blast, send it to the sandbox (the applier applying its webhooks, as in production)
 and watch the funnel fill in without a reload, filter the list, export a CSV, and use the pages at
-phone width. Screenshots go to <project root>/test-artifacts/ (gitignored; CI keeps them as artifacts).
+phone width; test two variants with a tracked link that the sandbox's readers click. Screenshots go to <project root>/test-artifacts/ (gitignored; CI keeps them as artifacts).
 
 Skipped when Chromium (/usr/bin/chromium) or the playwright package is missing.
 """
@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from blasts.audit import SYSTEM
 from blasts.gateway.client import get_client
-from blasts.models import Blast, BlastRecipient, Contact, Segment
+from blasts.models import Blast, BlastRecipient, Click, Contact, Segment
 from blasts.opt_outs.services import opt_out_add
 from blasts.reporting.exports import CSV_FIELDS
 from blasts.segments.rules import rules_clean
@@ -817,3 +817,97 @@ def test_a_marketer_imports_contacts_builds_a_segment_sends_a_blast_from_it_and_
         expect(phone.locator("main h1")).to_be_visible()
         shot(phone, name)
         assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), path
+
+
+# --- issue 21: a blast with two variants and a link, its readers clicking in the sandbox --------------
+
+# The variants table in the live section: {"A": {"Sent": "10", "Clicked": "3 · 30.0% (10.8 to 60.3)", ...}}.
+READ_VARIANTS = """() => Object.fromEntries([...document.querySelectorAll("#live table.variants tbody tr")].map(
+  r => [r.querySelector("th").textContent.trim(),
+        Object.fromEntries([...r.querySelectorAll("td")].map(td => [td.dataset.label, td.textContent.trim()]))]))"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_marketer_tests_two_variants_with_a_link_and_sees_each_ones_funnel_and_clicks(
+    live_server, wsapme_sandbox, settings, marketer, new_page, applier, our_links
+):
+    settings.WSAPME_TOKEN, settings.WSAPME_SANDBOX, settings.WSAPME_BASE_URL = "", True, wsapme_sandbox.url
+    settings.SEND_RATE_PER_MINUTE = 0
+    # our_links: /l/ served as blastsite.wsgi serves it (pytest's live server is Django's handler alone).
+    settings.LINK_PREVIEW_SECONDS = 0.3  # the sandbox's preview fetch comes at once; its readers later
+    wsapme_sandbox.config.update(
+        {
+            "webhook_url": f"{live_server.url}/api/webhook/wsapme?token=test-webhook-secret",
+            "seed": 8,
+            "server_ack_after": 0.3,
+            "delivered_after": 0.5,
+            "read_after": 1.0,
+            "click_after": 1.0,
+            "p_error": 0,
+            "p_delivered": 1,
+            "p_read": 1,
+            "p_reply": 0.2,
+            "p_click": 0.2,
+            "p_click_if": {"beli sekarang": 0.9},  # variant B's words get the clicks
+            "p_link_preview": 1,  # every link is fetched for a preview first: never a click
+        }
+    )
+    page = new_page(viewport={"width": 1366, "height": 900})
+    sign_in(page, live_server)
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="New blast").click()
+    page.fill("#id_tag", "Raya links")
+    page.fill("#id_message", "{Salam|Hai} {first_name|Tuan/Puan}! Jualan Raya: https://shop.example.com/raya")
+    page.fill("#id_device", "sandbox")
+    page.get_by_text("Variants: test other wordings").click()
+    page.fill("#id_variant_b", "{first_name|Tuan/Puan}, beli sekarang: https://shop.example.com/raya?v=b.")
+    page.fill("#id_recipients_text", "\n".join(f"012{n:07d},Person {n}" for n in range(2345600, 2345630)))
+    page.get_by_role("button", name="Preview").click()
+    preview = page.get_by_role("region", name="Preview")
+    expect(preview.get_by_role("heading", name=re.compile("Variant A"))).to_be_visible()
+    expect(preview.get_by_role("heading", name=re.compile("Variant B"))).to_be_visible()
+    expect(page.locator("#wordings")).to_contain_text("its choices make 2 different texts")
+    shot(page, "variants-1-preview")
+
+    page.get_by_role("button", name="Create draft").click()
+    expect(page).to_have_url(re.compile(r"/blasts/\d+/$"))
+    blast = Blast.objects.get()
+    assert blast.variants and blast.track_links
+    expect(page.locator("#variants")).to_be_visible()
+    page.get_by_role("button", name="Send", exact=True).click()
+    expect(page.locator("#live .state")).to_have_text("Queued")
+    page.evaluate("() => { window.__marker = 1; }")
+    with sending(blast):
+        page.wait_for_function(
+            f"""() => {{
+              const v = ({READ_VARIANTS})();
+              return v.A && v.B && Number(v.A.Sent) + Number(v.B.Sent) === 30
+                && parseInt(v.B.Clicked) >= 5 && parseInt(v.B.Replied) >= 1;
+            }}""",
+            timeout=60_000,
+        )
+    assert page.evaluate("() => window.__marker") == 1  # never reloaded
+    variants = page.evaluate(READ_VARIANTS)
+    for letter in "AB":
+        assert re.search(
+            r"\d+ · \d+\.\d% \(\d+\.\d to \d+\.\d\)", variants[letter]["Clicked"]
+        )  # with its interval
+        assert re.search(r"\d+ · \d+\.\d% \(\d+\.\d to \d+\.\d\)", variants[letter]["Replied"])
+    expect(page.locator("#variant-B .verdict").first).to_contain_text(re.compile("noise"))
+    shot(page, "variants-2-blast-page")
+    page.locator("#live").screenshot(path=ARTIFACTS / "variants-2b-live-section.png")  # to read at full size
+
+    # Previews were fetched and kept, never counted; clicks are counted once a recipient.
+    assert Click.objects.filter(preview=True).count() >= 30
+    clicked = BlastRecipient.objects.filter(clicked_at__isnull=False)
+    assert clicked.count() == sum(int(variants[letter]["Clicked"].split()[0]) for letter in "AB")
+    assert not clicked.filter(status__lt=Status.READ_ACK).exists()  # a click proves it was read
+
+    phone = new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    sign_in(phone, live_server)
+    phone.goto(f"{live_server.url}/blasts/{blast.pk}/")
+    expect(phone.locator("#variants")).to_be_visible()
+    width = phone.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 390, f"the page is {width}px wide on a 390px phone"
+    shot(phone, "variants-3-blast-page-phone")
+    phone.locator("#variants").scroll_into_view_if_needed()
+    phone.screenshot(path=ARTIFACTS / "variants-3b-phone-variants.png")

@@ -15,7 +15,7 @@ from django.urls import reverse
 from blasts import selectors
 from blasts.lifecycle import blast_move, blast_queue
 from blasts.models import Blast, BlastRecipient, Device, StatusHistory
-from blasts.reporting import compare, funnels, timing
+from blasts.reporting import clicks, compare, funnels, timing, variants
 from blasts.reporting.funnels import blasts_daily
 from blasts.sending.ledger import _backoff
 from blasts.services import recipient_advance
@@ -103,6 +103,12 @@ def _selector_calls(blast: Blast, recipient: BlastRecipient) -> dict:
         funnels.audience: lambda: list(funnels.audience(blast=blast)),
         funnels.blast_funnels: lambda: funnels.blast_funnels([blast.pk]),
         funnels.blast_funnel: lambda: funnels.blast_funnel(blast.pk),
+        funnels.blast_variant_funnels: lambda: funnels.blast_variant_funnels(blast.pk, "AB"),
+        clicks.blast_clicks: lambda: clicks.blast_clicks(blast.pk, by_variant=True),
+        clicks.blasts_clicks: lambda: clicks.blasts_clicks([blast.pk]),
+        clicks.blast_tracks_links: lambda: clicks.blast_tracks_links(blast),
+        variants.blast_variants: lambda: variants.blast_variants(blast),
+        variants.blast_variant_test: lambda: variants.blast_variant_test(blast),
         selectors.blast_eta: lambda: selectors.blast_eta(blast),
         selectors.blast_stuck: lambda: selectors.blast_stuck(blast.pk),
         funnels.blasts_funnel_breakdown: lambda: funnels.blasts_funnel_breakdown(blasts),
@@ -133,13 +139,15 @@ def _selector_calls(blast: Blast, recipient: BlastRecipient) -> dict:
 
 def test_no_read_writes_to_the_database(db):
     """Every public function of the read modules runs with writes refused; a new one must be added here."""
-    blast = make_blast(5, device="device-with-no-row-yet")  # one left to send: the ETA reads pacing
+    blast = make_blast(
+        5, device="device-with-no-row-yet", variants=["B"]
+    )  # one left to send: the ETA reads pacing
     blast_queue(blast=blast)
     recipient, *_ = at(blast, Status.READ_ACK, Status.DELIVERY_ACK, Status.PENDING, Status.REPLIED)
     calls = _selector_calls(blast, recipient)
     public = {
         function
-        for module in (selectors, funnels, timing, compare, unmatched)
+        for module in (selectors, funnels, timing, compare, unmatched, clicks, variants)
         for name, function in inspect.getmembers(module, inspect.isfunction)
         if function.__module__ == module.__name__ and not name.startswith("_")
     }

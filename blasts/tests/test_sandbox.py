@@ -255,6 +255,7 @@ def test_acks_and_replies_are_posted_to_the_webhook(wsapme_sandbox, receiver):
     reply = receiver.events[-1]
     assert reply["from"] == "60123456789@c.us" and reply["type"] == "text" and reply["message"]
     assert all(h["X-Webhook-Token"] == "s3" for h in receiver.headers)
+    wait_for(lambda: len(wsapme_sandbox.deliveries) == 4)  # each is noted once its answer is read
     assert [d["http_status"] for d in wsapme_sandbox.deliveries] == [200] * 4
 
 

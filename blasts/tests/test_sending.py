@@ -211,14 +211,14 @@ def test_concurrent_senders_split_the_claims_so_none_is_left_with_the_tail(gatew
     settings.SEND_BATCH_SIZE = 20
     blast = queued_blast(30)
     claimed = []
-    claim = worker.recipients_claim
+    claim = worker.recipients_claim_and_read
 
     def record(**kwargs):
-        ids = claim(**kwargs)
+        ids, first = claim(**kwargs)
         claimed.append(len(ids))
-        return ids
+        return ids, first
 
-    monkeypatch.setattr(worker, "recipients_claim", record)
+    monkeypatch.setattr(worker, "recipients_claim_and_read", record)
     assert send(blast, concurrency=4)["sent"] == 30
     assert max(claimed) == 5  # 20 / 4 senders
 
@@ -276,8 +276,8 @@ def test_a_sender_looks_for_lost_sends_every_few_seconds_not_on_every_claim(gate
     reap = worker.recipients_reap_lost_sends
     monkeypatch.setattr(worker, "recipients_reap_lost_sends", lambda **kw: looks.append(1) or reap(**kw))
     claims = []
-    claim = worker.recipients_claim
-    monkeypatch.setattr(worker, "recipients_claim", lambda **kw: claims.append(1) or claim(**kw))
+    claim = worker.recipients_claim_and_read
+    monkeypatch.setattr(worker, "recipients_claim_and_read", lambda **kw: claims.append(1) or claim(**kw))
 
     assert send(blast)["sent"] == 6
     assert len(claims) >= 4 and looks == [1]
@@ -514,33 +514,52 @@ def test_the_claim_walks_the_queued_order_index(db):
     assert "recipient_queued_order" in plan, plan
 
 
-@pytest.mark.postgres
-def test_a_send_costs_three_statements_plus_a_share_of_its_batch(db, settings):
-    # Per message: the recipient (with its blast, opt-out and device row), SENDING and PENDING (each
-    # one statement on PostgreSQL): 3. Once per run or batch (a test's transaction turns BEGIN/COMMIT
-    # into SAVEPOINT/RELEASE): housekeeping 5 (lost sends, stale blasts, quiet workers, the webhook
-    # backlog, replies left waiting), the claim 1, the device row read and made on first use 4, the blast started 1, the
-    # delivery-health check 2, the look for acks that beat the sends and replies that came during
-    # them 1, and at the end the empty claim 1, completion 8 (the finished blasts; each one's move and
-    # its audit row in one transaction, 4; its alert, 3) and the next-due check 1: 24.
+def _statements_to_send(blast, settings) -> list[str]:
+    """The statements send() runs to send `blast` through a gateway that takes every message."""
     settings.WSAPME_BASE_URL, settings.WSAPME_TOKEN, settings.WSAPME_SANDBOX = (
         "https://wsapme.test",
         "t0k",
         False,
     )
-    settings.SEND_RATE_PER_MINUTE, settings.SEND_BATCH_SIZE = 0, 20
-    blast = queued_blast(10)
+    settings.SEND_RATE_PER_MINUTE = 0
     answer = {"success": True, "messageId": "3EB0X", "data": {"key": {"id": "3EB0X"}, "status": "PENDING"}}
-    ids = iter(range(100))
+    ids = iter(range(1000))
 
     def gateway(request):
         n = next(ids)
-        return 200, {}, json.dumps({**answer, "messageId": f"3EB0X{n}"})
+        return 200, {}, json.dumps({**answer, "messageId": f"3EB0X{blast.pk}-{n}"})
 
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
+    recipients = blast.recipients.count()
     with responses.RequestsMock() as mock, CaptureQueriesContext(connection) as queries:
         mock.add_callback(responses.POST, "https://wsapme.test/v1/sendMessage2", callback=gateway)
-        assert send(blast)["sent"] == 10
-    assert len(queries) == 3 * 10 + 24, "\n".join(q["sql"][:80] for q in queries)
+        assert send(blast)["sent"] == recipients
+    return [q["sql"] for q in queries]
+
+
+@pytest.mark.postgres
+def test_a_send_costs_three_statements_plus_a_share_of_its_batch(db, settings):
+    # Per message: the recipient (with its blast, opt-out and device row), SENDING and PENDING (each
+    # one statement on PostgreSQL): 3, but the batch's first recipient is read by the claim. Once per
+    # run or batch (a test's transaction turns BEGIN/COMMIT into SAVEPOINT/RELEASE): housekeeping 6
+    # (lost sends, stale blasts, quiet workers, the webhook backlog, replies left waiting, variant tests
+    # decided), the claim 1, the device row read and made on first use 4, the blast started 1, the
+    # delivery-health check 2, and at the end the empty claim 1 (it carries the look for acks that beat
+    # the sends and replies that came during them), completion 8 (the finished blasts; each one's move
+    # and its audit row in one transaction, 4; its alert, 3) and the next-due check 1: 24.
+    settings.SEND_BATCH_SIZE = 20
+    statements = _statements_to_send(queued_blast(10), settings)
+    assert len(statements) == 3 * 10 - 1 + 24, "\n".join(sql[:80] for sql in statements)
+
+
+@pytest.mark.postgres
+def test_a_send_in_batches_of_two_costs_three_statements_its_claim_and_look_included(db, settings):
+    # 16 senders share SEND_BATCH_SIZE=20 in batches of 2. Per batch: the claim, which reads the first
+    # recipient and looks for events waiting on the sends before it, the second recipient's read (which
+    # looks too), and SENDING and PENDING of each: 6, so 3 a message, nothing more per batch.
+    settings.SEND_BATCH_SIZE = 2
+    _statements_to_send(queued_blast(2), settings)  # the device row is made on first use
+    ten, twenty = (len(_statements_to_send(queued_blast(n), settings)) for n in (10, 20))
+    assert (twenty - ten) / 10 == 3

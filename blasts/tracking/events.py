@@ -266,6 +266,27 @@ def webhook_events_apply_waiting(
     return found
 
 
+def webhook_events_waiting_sql(message_ids: list[str], recipient_ids: list[int], db) -> tuple[str, list]:
+    """An SQL boolean, with its parameters, for another statement to carry: whether an event may be
+    waiting for one of these sends (acks for `message_ids`, replies to `recipient_ids`).
+
+    It may say yes for an event webhook_events_apply_waiting then leaves waiting (a reply whose send
+    is still open), never no for one it would apply. `db`: the connection that runs it.
+    """
+    table = WebhookEvent._meta.db_table
+    acks = f"w.kind = %s AND w.message_id IN ({', '.join(['%s'] * len(message_ids))})"
+    replies = f"w.kind = %s AND w.recipient_id IN ({', '.join(['%s'] * len(recipient_ids))})"
+    either = (
+        " OR ".join(part for part, ids in ((acks, message_ids), (replies, recipient_ids)) if ids) or "FALSE"
+    )
+    sql = f"EXISTS (SELECT 1 FROM {table} w WHERE w.state = %s AND w.received_at >= %s AND ({either}))"
+    since = WebhookEvent._meta.get_field("received_at").get_db_prep_value(timezone.now() - WAITING_KEPT, db)
+    params = [State.WAITING, since]
+    params += [Kind.STATUS, *message_ids] if message_ids else []
+    params += [Kind.REPLY, *recipient_ids] if recipient_ids else []
+    return sql, params
+
+
 def recipient_match_message_id(*, recipient: BlastRecipient, message_id: str, by: Actor) -> int:
     """An operator's match of a send whose message id we never learnt to the id of acks waiting for
     one (flat acks name no number, so no rule can match them); the acks then go through the ledger.
