@@ -2,7 +2,6 @@
 winner chosen by the sender, and a restart of the sender in the middle of the wait."""
 
 import threading
-import time
 from collections import Counter
 from datetime import timedelta
 
@@ -17,6 +16,7 @@ from blasts.sending import worker
 from blasts.services import blast_create
 
 from .test_end_to_end import applied, settle
+from .test_sandbox import wait_for
 
 Status = BlastRecipient.Status
 
@@ -40,15 +40,6 @@ def start_sender(blast):
         assert not thread.is_alive()
 
     return halt
-
-
-def wait_for(check, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.1)
-    raise AssertionError("timed out")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -103,7 +94,7 @@ def test_the_sender_tests_waits_across_a_restart_and_sends_the_rest_the_winner(
     applied()
 
     halt = start_sender(blast)  # ...and a new one carries on
-    wait_for(lambda: Blast.objects.get().state == Blast.State.COMPLETED)
+    wait_for(lambda: Blast.objects.get().state == Blast.State.COMPLETED, timeout=60)
     halt()
     test = VariantTest.objects.get()
     assert test.decided_at >= test.ends_at and test.winner == winner, test.verdict
