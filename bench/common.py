@@ -215,6 +215,15 @@ def database_backends(database: str) -> list[int]:
     return found
 
 
+def with_children(pid: int) -> list[int]:
+    """A process and its children now (a server's master and workers); none once it has ended."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    return [pid, *map(int, children)]
+
+
 class CpuMeter:
     """CPU used between start() and stop() by groups of processes, looked up again every 0.2 s as they
     come and go (one born meanwhile counts from 0), among them the PostgreSQL backends of this

@@ -214,11 +214,7 @@ class Gunicorn:
 
     def pids(self) -> list[int]:
         """The master and its workers now (workers are recycled after max_requests)."""
-        try:
-            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
-        except OSError:
-            return []
-        return [self.proc.pid, *map(int, children)]
+        return common.with_children(self.proc.pid)
 
     def workers(self) -> int:
         return len(self.pids()) - 1

@@ -8,18 +8,13 @@ and Django's bulk_create.
 
 from django.db import DEFAULT_DB_ALIAS, connections
 
-TEXT = ("CharField", "TextField")
+from .prepared import param_type
 
 
 def _columns(model, names: list[str] | None) -> list:
     if names is None:
         return [field for field in model._meta.concrete_fields if not field.primary_key]
     return [model._meta.get_field(name) for name in names]
-
-
-def _typed(field, db) -> str:
-    # Text goes as text, not varchar(n), which would cut it silently where the column refuses it.
-    return "text" if field.get_internal_type() in TEXT else field.db_type(db)
 
 
 def _arrays(columns, rows, db) -> list[list]:
@@ -36,7 +31,7 @@ def rows_update(model, rows: list, fields: list[str]) -> None:
     table, key = db.ops.quote_name(model._meta.db_table), names[0]
     assign = ", ".join(f"{name} = v.{name}" for name in names[1:])
     if db.vendor == "postgresql":
-        arrays = ", ".join(f"%s::{_typed(f, db)}[]" for f in columns)
+        arrays = ", ".join(f"%s::{param_type(f, db)}[]" for f in columns)
         sql = f"UPDATE {table} SET {assign} FROM unnest({arrays}) AS v ({', '.join(names)}) WHERE {table}.{key} = v.{key}"
         params = _arrays(columns, rows, db)
     else:
@@ -60,7 +55,7 @@ def rows_insert(model, rows: list) -> None:
         return
     columns = _columns(model, None)
     names = ", ".join(db.ops.quote_name(f.column) for f in columns)
-    arrays = ", ".join(f"%s::{_typed(f, db)}[]" for f in columns)
+    arrays = ", ".join(f"%s::{param_type(f, db)}[]" for f in columns)
     sql = f"INSERT INTO {db.ops.quote_name(model._meta.db_table)} ({names}) SELECT * FROM unnest({arrays})"
     with db.cursor() as cursor:
         cursor.execute(sql, _arrays(columns, rows, db))

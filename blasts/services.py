@@ -26,6 +26,7 @@ from .models import (
     VariantTest,
     WebhookEvent,
 )
+from .prepared import param_type, prepared_cursor
 from .recipients import ParsedRecipients, normalize_phone
 from .statuses import ACTIVE, STAGE_TIME_FIELDS, can_move
 from .text import fit
@@ -199,9 +200,12 @@ def _column(name: str, vendor: str) -> str:
 
 
 @cache
-def _history_fields() -> tuple:
-    """StatusHistory's columns that ADVANCE_SQL inserts (all but the id and from_status, which it reads)."""
-    return tuple(f for f in StatusHistory._meta.concrete_fields if f.name not in ("id", "from_status"))
+def _history_insert() -> tuple[tuple, str, str]:
+    """StatusHistory's fields that ADVANCE_SQL inserts (all but the id and from_status, which it reads),
+    their columns, and their parameters cast to the columns' types (sent apart, text would be unknown)."""
+    fields = tuple(f for f in StatusHistory._meta.concrete_fields if f.name not in ("id", "from_status"))
+    casts = ", ".join(f"CAST(%s AS {param_type(field, connection)})" for field in fields)
+    return fields, ", ".join(field.column for field in fields), casts
 
 
 def _advance_under_lock(pk, where, assign, movable, history) -> tuple[bool, bool]:
@@ -219,18 +223,14 @@ def _advance_under_lock(pk, where, assign, movable, history) -> tuple[bool, bool
 
 
 def _advance_in_one_statement(pk, where, assign, movable, history) -> tuple[bool, bool]:
-    """The same write as ADVANCE_SQL: one PostgreSQL statement. (found, moved)"""
+    """The same write as ADVANCE_SQL: one PostgreSQL statement, prepared (blasts/prepared.py): the sender
+    runs it twice a message. (found, moved)"""
     (where, where_params), (assign, assign_params) = where, assign
     db = connections[DEFAULT_DB_ALIAS]
-    logged = _history_fields()
+    logged, columns, casts = _history_insert()
     values = [field.get_db_prep_save(field.value_from_object(history), db) for field in logged]
-    sql = ADVANCE_SQL.format(
-        where=where,
-        assign=assign,
-        logged=", ".join(field.column for field in logged),
-        values=", ".join(["%s"] * len(values)),
-    )
-    with db.cursor() as cursor:
+    sql = ADVANCE_SQL.format(where=where, assign=assign, logged=columns, values=casts)
+    with prepared_cursor() as cursor:
         cursor.execute(sql, [*where_params, *assign_params, pk, movable, *values])
         return cursor.fetchone()
 

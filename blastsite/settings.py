@@ -152,6 +152,9 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
     _db["DISABLE_SERVER_SIDE_CURSORS"] = DATABASE_POOLED = env.bool(
         "DATABASE_POOLED", default="-pooler" in (_db.get("HOST") or "")
     )
+    # blasts/prepared.py's statements are prepared at their first run on a connection (Django's own
+    # bind client-side and never are); behind a pooler none is, as the next connection would not know it.
+    _db.setdefault("OPTIONS", {})["prepare_threshold"] = None if DATABASE_POOLED else 0
 # Behind a transaction pooler the applier (apply_events) cannot LISTEN: a direct connection lets it.
 DATABASE_DIRECT_URL = env.str("DATABASE_DIRECT_URL", default="")
 
@@ -281,6 +284,11 @@ DELIVERY_HEALTH_CHECK_SECONDS = env.float("DELIVERY_HEALTH_CHECK_SECONDS", defau
 # recipients' phones reach it), and lead to the original for LINK_EXPIRY_DAYS after sending.
 # Empty: links go out as written (`manage.py check --deploy` says so).
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000" if DEBUG else "").rstrip("/")
+# manage.py serve_links, the redirect on a server of its own: where it listens, its processes (0: one
+# a core) and each process's connections to the database.
+LINKS_BIND = env.str("LINKS_BIND", default="127.0.0.1:8001")
+LINKS_WORKERS = env.int("LINKS_WORKERS", default=0)
+LINKS_DATABASE_CONNECTIONS = env.int("LINKS_DATABASE_CONNECTIONS", default=4)
 LINK_EXPIRY_DAYS = env.float("LINK_EXPIRY_DAYS", default=90.0)
 # A request for a link this soon after its send is the gateway's or WhatsApp's link preview, not a person.
 LINK_PREVIEW_SECONDS = env.float("LINK_PREVIEW_SECONDS", default=10.0)

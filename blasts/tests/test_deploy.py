@@ -274,10 +274,12 @@ def test_make_run_production_and_systemd_run_the_same_processes():
     )
     assert run.group(1).split() == list(dev)  # make run starts every process in Procfile.dev
     assert run.group(2).split() == [name for name in dev if name != "sandbox"]
-    production = [name for name in processes("Procfile") if name != "release"]
+    # serve_links is optional and needs PostgreSQL: make run (SQLite) has the web answer /l/ itself.
+    production = [name for name in processes("Procfile") if name not in ("release", "links")]
     assert production == run.group(2).split() == ["web", "worker", "poller", "applier"]
     units = sorted(path.name for path in (ROOT / "blastsite" / "deploy").glob("*.service"))
-    assert units == sorted(f"blasts-{name}.service" for name in production)
+    assert units == sorted(f"blasts-{name}.service" for name in [*production, "links"])
+    assert processes("Procfile")["links"].startswith("python manage.py serve_links --bind 127.0.0.1:")
     for name in ("worker", "poller", "applier"):
         command = dev[name].removeprefix("python ")
         assert processes("Procfile")[name] == dev[name]

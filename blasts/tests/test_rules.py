@@ -234,6 +234,7 @@ INTERFACES = (
     "urls",
     "webhooks",
     "management",
+    "server",  # tracking.link_server: the redirect's server of its own
 )
 CORE = ("models", "statuses", "recipients", "text", "threads", "templatetags", "gateway.client")
 

@@ -58,19 +58,19 @@ def test_a_neon_pooled_url_works_unchanged():
         "blasts",
         "app",
     )
-    assert db["OPTIONS"] == {"sslmode": "require"}
+    assert db["OPTIONS"] == {"sslmode": "require", "prepare_threshold": None}  # nothing prepared
     assert db["DISABLE_SERVER_SIDE_CURSORS"] is True
     assert db["CONN_HEALTH_CHECKS"] is True
 
 
-def test_a_direct_postgres_url_keeps_server_side_cursors_unless_told_it_is_pooled():
+def test_a_direct_postgres_url_keeps_server_side_cursors_and_prepares_unless_told_it_is_pooled():
     url = "postgresql://postgres@127.0.0.1:5432/blasts"
-    assert (
-        json.loads(read_settings(SECRET_KEY=GOOD_KEY, DATABASE_URL=url).stdout)["DISABLE_SERVER_SIDE_CURSORS"]
-        is False
-    )
-    pooled = read_settings(SECRET_KEY=GOOD_KEY, DATABASE_URL=url, DATABASE_POOLED="true")
-    assert json.loads(pooled.stdout)["DISABLE_SERVER_SIDE_CURSORS"] is True
+    direct = json.loads(read_settings(SECRET_KEY=GOOD_KEY, DATABASE_URL=url).stdout)
+    assert direct["DISABLE_SERVER_SIDE_CURSORS"] is False
+    assert direct["OPTIONS"]["prepare_threshold"] == 0  # blasts/prepared.py's statements, at their first run
+    pooled = json.loads(read_settings(SECRET_KEY=GOOD_KEY, DATABASE_URL=url, DATABASE_POOLED="true").stdout)
+    assert pooled["DISABLE_SERVER_SIDE_CURSORS"] is True
+    assert pooled["OPTIONS"]["prepare_threshold"] is None
 
 
 def test_env_example_documents_every_variable_settings_read():

@@ -81,7 +81,7 @@ def test_a_charset_that_does_not_read_ascii_as_ascii_is_a_415_on_every_url(chars
     assert tracebacks(caplog) == []
 
 
-def test_the_webhook_token_in_the_query_string_is_read_right_or_the_charset_refused():
+def test_the_webhook_token_in_the_query_string_is_read_right_or_the_charset_refused(db):
     # As UTF-16 these 26 bytes were 13 CJK characters, so the right secret got a 401.
     query = TOKEN + "&x"
     assert call(query=query, content_type="application/json; charset=utf-16")[0] == 415

@@ -274,16 +274,30 @@ def webhook_events_waiting_sql(message_ids: list[str], recipient_ids: list[int],
     is still open), never no for one it would apply. `db`: the connection that runs it.
     """
     table = WebhookEvent._meta.db_table
-    acks = f"w.kind = %s AND w.message_id IN ({', '.join(['%s'] * len(message_ids))})"
-    replies = f"w.kind = %s AND w.recipient_id IN ({', '.join(['%s'] * len(recipient_ids))})"
-    either = (
-        " OR ".join(part for part, ids in ((acks, message_ids), (replies, recipient_ids)) if ids) or "FALSE"
+
+    def among(column: str, ids: list) -> tuple[str, list]:
+        # An array on PostgreSQL: the same text for any number of ids, so the statement stays prepared.
+        if db.vendor == "postgresql":
+            return f"{column} = ANY(%s)", [list(ids)]
+        return f"{column} IN ({', '.join(['%s'] * len(ids))})", list(ids)
+
+    parts, params = (
+        [],
+        [
+            State.WAITING,
+            WebhookEvent._meta.get_field("received_at").get_db_prep_value(timezone.now() - WAITING_KEPT, db),
+        ],
     )
+    for kind, column, ids in (
+        (Kind.STATUS, "w.message_id", message_ids),
+        (Kind.REPLY, "w.recipient_id", recipient_ids),
+    ):
+        if ids:
+            where, values = among(column, ids)
+            parts.append(f"w.kind = %s AND {where}")
+            params += [kind, *values]
+    either = " OR ".join(parts) or "FALSE"
     sql = f"EXISTS (SELECT 1 FROM {table} w WHERE w.state = %s AND w.received_at >= %s AND ({either}))"
-    since = WebhookEvent._meta.get_field("received_at").get_db_prep_value(timezone.now() - WAITING_KEPT, db)
-    params = [State.WAITING, since]
-    params += [Kind.STATUS, *message_ids] if message_ids else []
-    params += [Kind.REPLY, *recipient_ids] if recipient_ids else []
     return sql, params
 
 

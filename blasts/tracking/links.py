@@ -11,11 +11,11 @@ import secrets
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-import psycopg
 from django.conf import settings
 from django.db import connection
 
 from ..models import BlastRecipient, Click, Link, StatusHistory
+from ..prepared import prepared_cursor
 from ..services import recipient_advance
 from ..statuses import can_move
 from ..text import clean_text, fit
@@ -98,10 +98,11 @@ def links_render(recipient: BlastRecipient, text: str) -> str:
 
 
 class Followed(NamedTuple):
-    """A known link's answer: where it leads, or that it has expired."""
+    """A known link's answer: where it leads, or that it has expired; and whom its click moves to read."""
 
     url: str
     expired: bool
+    reads: int | None = None  # the recipient, on a person's first click the ledger may move
 
 
 # The one lookup of a request: the link by its primary key, and of its recipient only what a click
@@ -133,17 +134,44 @@ def _clicked_in_one_statement_sql(by_agent: bool) -> str:
 
 
 # On PostgreSQL the lookup, the Click and the first click's clicked_at are one prepared statement (by
-# the user agent's verdict): one round trip a request, planned once a connection, as the redirect's
-# speed needs (bench/links.py). For an unknown code the INSERT and UPDATE find no row. Racing first
-# clicks: the UPDATE waits for the other's row lock, then finds clicked_at set, so one of them counts.
-# Its commit does not wait for the WAL to reach the disk (synchronous_commit off for this transaction
-# alone, as SET LOCAL would): measured here, that and the prepared plan took the database's CPU for a
-# click from 390 to 110 microseconds. A crash of the database server (not of ours) can lose the clicks
+# the user agent's verdict; blasts/prepared.py): one round trip a request, planned once a connection, as
+# the redirect's speed needs (bench/links.py). For an unknown code the INSERT and UPDATE find no row.
+# Racing first clicks: the UPDATE waits for the other's row lock, then finds clicked_at set, so one of
+# them counts. Its commit does not wait for the WAL to reach the disk (synchronous_commit off for this
+# transaction alone, as SET LOCAL would). Measured on one connection (bench machine, 400 clicks each):
+# prepared, a click that is not a first costs the database 0.18-0.23 ms of CPU, against 1.0-1.1 ms
+# parsed and planned every time. A crash of the database server (not of ours) can lose the clicks
 # of its last 0.6 s (3 x wal_writer_delay); what it keeps is consistent, and every other write of the
 # app still commits synchronously.
 _CLICKED_IN_ONE_STATEMENT = {by_agent: _clicked_in_one_statement_sql(by_agent) for by_agent in (False, True)}
 # Still the sender's: moving it would take the row from under the send (its PENDING would not apply).
 _UNSENT = frozenset({Status.QUEUED, Status.SENDING})
+
+
+class LinkRequest(NamedTuple):
+    """A request for a link, ready for the database: the statement's parameters (PostgreSQL's one
+    statement; SQLite's steps take them in parts)."""
+
+    lookup: list
+    click: list
+    at: datetime
+    by_agent: bool
+
+    @classmethod
+    def of(cls, code: str, user_agent: str, now: datetime) -> "LinkRequest":
+        adapt = connection.ops.adapt_datetimefield_value
+        lookup = [
+            adapt(now - timedelta(days=settings.LINK_EXPIRY_DAYS)),
+            adapt(now - timedelta(seconds=settings.LINK_PREVIEW_SECONDS)),
+            code,
+        ]
+        at = adapt(now)
+        click = [code, at, fit(Click, "user_agent", clean_text(user_agent))]
+        return cls(lookup, click, at, PREVIEW_AGENTS.search(user_agent) is not None)
+
+    def statement(self) -> tuple[str, list]:
+        """The one statement (PostgreSQL) and its parameters; its row is what link_followed reads."""
+        return _CLICKED_IN_ONE_STATEMENT[self.by_agent], [*self.lookup, *self.click, self.at]
 
 
 def link_click(code: str, user_agent: str, now: datetime) -> Followed | None:
@@ -155,54 +183,52 @@ def link_click(code: str, user_agent: str, now: datetime) -> Followed | None:
     the click proves it arrived). A preview, by its user agent or by coming within LINK_PREVIEW_SECONDS
     of the send, is kept with `preview` set and changes nothing else.
     """
-    adapt = connection.ops.adapt_datetimefield_value
-    at = adapt(now)
-    lookup = [
-        adapt(now - timedelta(days=settings.LINK_EXPIRY_DAYS)),
-        adapt(now - timedelta(seconds=settings.LINK_PREVIEW_SECONDS)),
-        code,
-    ]
-    by_agent = PREVIEW_AGENTS.search(user_agent) is not None
-    click = [code, at, fit(Click, "user_agent", clean_text(user_agent))]
+    request = LinkRequest.of(code, user_agent, now)
     if connection.vendor == "postgresql":
-        found = _clicked_in_one_statement(_CLICKED_IN_ONE_STATEMENT[by_agent], [*lookup, *click, at])
+        with prepared_cursor() as cursor:
+            cursor.execute(*request.statement())
+            found = cursor.fetchone()
     else:
         with connection.cursor() as cursor:
-            found = _clicked_in_steps(cursor, lookup, click, by_agent, at)
+            found = _clicked_in_steps(cursor, request)
+    followed = link_followed(found)
+    if followed and followed.reads:
+        first_click_read(followed.reads, code, now)
+    return followed
+
+
+def link_followed(found: tuple | None) -> Followed | None:
+    """What the click's statement found: None for an unknown code, else where the link leads, whether
+    it has expired, and the recipient a first click moves to READ_ACK (`reads`), if any."""
     if found is None:
         return None
     url, expired, recipient, status, first = found
-    if first and status not in _UNSENT and can_move(status, Status.READ_ACK):
-        recipient_advance(
-            recipient=recipient,
-            status=Status.READ_ACK,
-            source=StatusHistory.Source.CLICK,
-            occurred_at=now,
-            raw={"link": code},
-        )
-    return Followed(url, expired=bool(expired))
+    reads = first and status not in _UNSENT and can_move(status, Status.READ_ACK)
+    return Followed(url, expired=bool(expired), reads=recipient if reads else None)
 
 
-def _clicked_in_one_statement(sql: str, params: list) -> tuple | None:
-    """One of _CLICKED_IN_ONE_STATEMENT on the thread's connection, with the parameters sent apart from the
-    statement (Django's cursors put them in its text), so PostgreSQL can keep it prepared; not behind
-    a transaction pooler, which cannot keep a prepared statement for its connection."""
-    connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params, prepare=not settings.DATABASE_POOLED)
-        return cursor.fetchone()
+def first_click_read(recipient: int, code: str, now: datetime) -> None:
+    """A recipient's first click moves it to READ_ACK, through the ledger (which judges it again, under
+    the row's lock)."""
+    recipient_advance(
+        recipient=recipient,
+        status=Status.READ_ACK,
+        source=StatusHistory.Source.CLICK,
+        occurred_at=now,
+        raw={"link": code},
+    )
 
 
-def _clicked_in_steps(cursor, lookup: list, click: list, by_agent: bool, at) -> tuple | None:
+def _clicked_in_steps(cursor, request: LinkRequest) -> tuple | None:
     """What _CLICKED_IN_ONE_STATEMENT does and returns, in up to three (SQLite has no INSERT in a WITH)."""
-    cursor.execute(_LOOKUP, lookup)
+    cursor.execute(_LOOKUP, request.lookup)
     if (found := cursor.fetchone()) is None:
         return None
     url, expired, recipient, early, unclicked, status = found
     first = False
     if not expired:
-        cursor.execute(f"{_CLICK} VALUES (%s, %s, %s, %s)", [*click, bool(early) or by_agent])
-        if unclicked and not (early or by_agent):
-            cursor.execute(f"{_FIRST} WHERE id = %s AND clicked_at IS NULL", [at, recipient])
+        cursor.execute(f"{_CLICK} VALUES (%s, %s, %s, %s)", [*request.click, bool(early) or request.by_agent])
+        if unclicked and not (early or request.by_agent):
+            cursor.execute(f"{_FIRST} WHERE id = %s AND clicked_at IS NULL", [request.at, recipient])
             first = cursor.rowcount == 1
     return url, expired, recipient, status, first
