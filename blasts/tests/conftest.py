@@ -1,5 +1,6 @@
 import itertools
 import json
+import socket
 import threading
 from collections import Counter
 from types import SimpleNamespace
@@ -26,6 +27,22 @@ hypothesis_settings.register_profile(
 hypothesis_settings.load_profile("blasts")
 
 _phone_numbers = itertools.count(1_000_000)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def database_url() -> str:
+    """The test database, as a server process's DATABASE_URL."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    return f"postgres://{db['USER']}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 def pytest_collection_modifyitems(config, items):

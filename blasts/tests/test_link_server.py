@@ -4,7 +4,6 @@
 import http.client
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,17 +20,12 @@ from blasts.models import BlastRecipient, Click, Link, StatusHistory
 from blasts.tracking import link_server
 from blasts.tracking.link_server import LinkServer
 
+from .conftest import database_url, free_port
 from .test_links import BROWSER, call, sent_recipient, tracked
 
 Status = BlastRecipient.Status
 pytestmark = pytest.mark.postgres
 WHATSAPP = "WhatsApp/2.24.12.78 A"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -182,7 +176,7 @@ def test_a_bad_address_is_one_clear_line(bind):
 def test_serve_links_serves_the_redirect_until_sigterm(links):
     code = tracked(sent_recipient())
     port = free_port()
-    env = os.environ | {"DATABASE_URL": _database_url()}
+    env = os.environ | {"DATABASE_URL": database_url()}
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "serve_links", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
         env=env,
@@ -210,10 +204,3 @@ def test_serve_links_serves_the_redirect_until_sigterm(links):
     assert "Traceback" not in output
     assert f"Serving /l/ on http://127.0.0.1:{port} (1 worker)." in output
     assert Click.objects.filter(link_id=code).count() == 1
-
-
-def _database_url() -> str:
-    """This test database's URL, for a process of its own."""
-    db = connection.settings_dict
-    password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
-    return f"postgres://{db['USER']}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.checks import Warning as CheckWarning
+from django.core.management import CommandError, call_command
 from django.db import OperationalError, connection, connections
 from django.test import RequestFactory
 from django.utils import timezone
@@ -394,3 +395,11 @@ def test_check_deploy_warns_when_links_go_out_untracked(settings):
     assert "links go out as written, without click tracking" in warning.msg
     settings.PUBLIC_BASE_URL = "https://go.example.com"
     assert public_base_url_check(None) == []
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="what serve_links says on SQLite")
+def test_serve_links_says_in_one_line_that_it_needs_postgresql():
+    with pytest.raises(
+        CommandError, match=r"^serve_links needs PostgreSQL; on SQLite the web serves /l/ itself"
+    ):
+        call_command("serve_links")

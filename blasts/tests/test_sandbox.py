@@ -17,6 +17,8 @@ from django.urls import reverse
 from blasts.gateway.sandbox import Sandbox, _Handler
 from blasts.gateway.sandbox_messages import SandboxConfig
 
+from .conftest import free_port
+
 TOKEN = {"x-wsapme-token": "sandbox-token"}
 
 
@@ -317,9 +319,7 @@ def test_an_early_ack_arrives_before_the_send_answer(wsapme_sandbox, receiver):
 
 
 def test_a_dead_webhook_endpoint_is_logged_not_fatal(wsapme_sandbox):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     wsapme_sandbox.config.update({"webhook_url": f"http://127.0.0.1:{port}/hook", "p_error": 1.0})
     send(wsapme_sandbox)
     entry = wait_for(lambda: wsapme_sandbox.deliveries and wsapme_sandbox.deliveries[0])
@@ -462,9 +462,7 @@ def test_knobs_change_over_http_and_unknown_ones_are_refused(wsapme_sandbox):
 
 
 def test_the_command_serves_the_sandbox(tmp_path):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "manage.py", "wsapme_sandbox", "--port", str(port), "--set", "p_reply=1"],
         cwd=settings.BASE_DIR,

@@ -18,12 +18,11 @@ from datetime import datetime
 import pytest
 import requests
 from django.conf import settings
-from django.db import connection
 
 from blasts.lifecycle import blast_queue
 from blasts.models import Blast, BlastRecipient
 
-from .conftest import make_blast
+from .conftest import database_url, make_blast
 
 Status = BlastRecipient.Status
 FINAL = {Status.PENDING, Status.FAILED, Status.UNKNOWN, Status.SKIPPED}
@@ -35,15 +34,13 @@ INHERITED = {"WSAPME_WEBHOOK_SECRETS"}
 
 def child_env() -> dict:
     """The environment of a `manage.py` process on the test database, DEBUG off, in sandbox mode."""
-    db = connection.settings_dict
-    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
     env = {
         name: value
         for name, value in os.environ.items()
         if name in INHERITED or not name.startswith(NOT_INHERITED)
     }
     return env | {
-        "DATABASE_URL": f"postgres://{db['USER']}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "DATABASE_URL": database_url(),
         "WSAPME_TOKEN": "",  # sandbox mode: the client sends the token the sandbox accepts
         "WSAPME_SANDBOX": "true",  # with DEBUG off, sandbox mode must be asked for
         "SECRET_KEY": os.environ["SECRET_KEY"],  # pytest-env's; DEBUG off insists on one

@@ -15,20 +15,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from django.db import connection
 
+from .conftest import database_url, free_port
 from .test_settings import ROOT
 
 SECRET = "test-webhook-secret"  # pytest.ini
-
-
-def database_url() -> str:
-    """The test database, as the server process's DATABASE_URL."""
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{db['NAME']}"
-    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
-    return f"postgres://{db['USER']}{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 def get(port: int, path: str, timeout: float) -> int:
@@ -44,9 +35,7 @@ def get(port: int, path: str, timeout: float) -> int:
 @contextlib.contextmanager
 def gunicorn(log_path, **env) -> Iterator[int]:
     """`gunicorn -c python:blastsite.gunicorn blastsite.wsgi` as the Procfile runs it; yields its port."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     environ = {
         **{name: value for name, value in os.environ.items() if not name.startswith("GUNICORN_")},
         "DATABASE_URL": database_url(),

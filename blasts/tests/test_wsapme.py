@@ -1,6 +1,5 @@
 import json
 import logging
-import socket
 import threading
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -13,6 +12,8 @@ from django.core.exceptions import ImproperlyConfigured
 from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
 from blasts.gateway.client import Outcome, SendResult, WsapmeClient, WsapmeError, get_client
+
+from .conftest import free_port
 
 BASE = "https://api.wsapme.test"
 SEND_URL = f"{BASE}/v1/sendMessage2"
@@ -43,10 +44,7 @@ def send(wsapme: WsapmeClient | None = None) -> SendResult:
 
 def closed_port_url() -> str:
     """A local URL nothing listens on: connecting is refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def queue_fault(sandbox, fault: str, endpoint: str = "send") -> None:
